@@ -1,0 +1,327 @@
+"""Configuration: an INI file plus ``SIPRECD_<SECTION>_<KEY>`` environment overrides.
+
+The result is a frozen, typed :class:`Config`.  Unknown sections and keys, and values that do
+not parse or are out of range, are all collected and reported together in one
+:class:`ConfigError` before the reactor starts.  ``etc/siprecd.conf`` documents every key; a test
+checks that it and :data:`SCHEMA` agree.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "SIPRECD_"
+# Environment variables with the prefix that are not config keys (secrets never go in files).
+NON_KEY_ENVIRONMENT = frozenset({"SIPRECD_ENCRYPTION_PASSPHRASE"})
+
+
+class ConfigError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Parser
+    default: str
+    doc: str
+
+
+def _int(low: int, high: int) -> Parser:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Parser:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def _optional_address(text: str) -> str | None:
+    return _address(text) if text.strip() else None
+
+
+def _string(text: str) -> str:
+    return text.strip()
+
+
+def _optional_path(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a path is required")
+    return text.strip()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(item.strip() for item in text.replace(",", " ").split() if item.strip())
+    if not names:
+        raise ValueError("at least one name is required")
+    return names
+
+
+PORT = _int(0, 65535)
+
+SCHEMA: dict[str, list[Key]] = {
+    "sip": [
+        Key("bind_address", _address, "0.0.0.0", "Address the SIP transports listen on."),
+        Key("udp_port", PORT, "5060", "SIP over UDP port; 0 disables UDP."),
+        Key("tcp_port", PORT, "5060", "SIP over TCP port; 0 disables TCP."),
+        Key("tls_port", PORT, "0", "SIP over TLS port; 0 disables TLS (needs certificate and key)."),
+        Key("tls_certificate", _optional_path, "", "PEM certificate (chain) for TLS."),
+        Key("tls_private_key", _optional_path, "", "PEM private key for TLS."),
+        Key(
+            "tls_ca_certificates",
+            _optional_path,
+            "",
+            "PEM CA bundle; when set, TLS clients must present a certificate it verifies.",
+        ),
+        Key(
+            "advertised_address",
+            _optional_address,
+            "",
+            "Address put in Contact/Via; empty: the bind address, or the Request-URI host "
+            "when bound to a wildcard.",
+        ),
+        Key("t1", _float(0.05, 10), "0.5", "RFC 3261 T1 (round-trip estimate), seconds."),
+        Key("t2", _float(0.5, 60), "4.0", "RFC 3261 T2 (maximum retransmit interval), seconds."),
+        Key("t4", _float(0.5, 60), "5.0", "RFC 3261 T4 (maximum network lifetime), seconds."),
+        Key("max_message_size", _int(1024, 1048576), "65535", "Largest SIP message accepted, bytes."),
+        Key("max_headers", _int(16, 1024), "128", "Most header lines in one message."),
+        Key("max_connections", _int(1, 100000), "1024", "Most open TCP+TLS connections per transport."),
+        Key(
+            "rate_limit",
+            _float(0, 100000),
+            "200",
+            "New out-of-dialog requests per second per source address; 0 disables. Excess: 503.",
+        ),
+        Key("rate_burst", _float(1, 1000000), "400", "Token bucket size of the rate limit."),
+        Key("user_agent", _string, "siprecd", "Server and User-Agent header value."),
+    ],
+    "media": [
+        Key("bind_address", _address, "0.0.0.0", "Address RTP/RTCP sockets are bound to."),
+        Key(
+            "advertised_address",
+            _optional_address,
+            "",
+            "Address put in SDP c= lines; empty: the bind address, or the SIP local address "
+            "when bound to a wildcard.",
+        ),
+        Key("port_min", _int(1024, 65534), "20000", "Lowest RTP port (even); RTCP is RTP+1."),
+        Key("port_max", _int(1025, 65535), "30000", "Highest RTCP port."),
+    ],
+    "recording": [
+        Key("directory", _path, "/var/lib/siprecd/recordings", "Where recording sessions are written."),
+    ],
+    "siprec": [
+        Key(
+            "accept_plain_calls",
+            _bool,
+            "false",
+            "Record INVITEs without SIPREC markers (each m-line a stream, no metadata); "
+            "otherwise they get 488.",
+        ),
+        Key("max_sessions", _int(1, 1000000), "1000", "Most concurrent recording sessions; then 503."),
+        Key(
+            "codec_preference",
+            _names,
+            "PCMU PCMA G722 opus",
+            "Codecs chosen from an offer, most preferred first.",
+        ),
+        Key("record_video", _bool, "false", "Accept video m-lines (otherwise answered with port 0)."),
+        Key("max_metadata_size", _int(1024, 16777216), "1048576", "Largest metadata document parsed, bytes."),
+        Key("retry_after", _int(1, 3600), "10", "Retry-After seconds on 503 for overload."),
+    ],
+    "web": [
+        Key("bind_address", _address, "127.0.0.1", "Address of the HTTP server (health, metrics, API)."),
+        Key("port", PORT, "8080", "HTTP port; 0 disables the web server."),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    bind_address: str
+    udp_port: int
+    tcp_port: int
+    tls_port: int
+    tls_certificate: str | None
+    tls_private_key: str | None
+    tls_ca_certificates: str | None
+    advertised_address: str | None
+    t1: float
+    t2: float
+    t4: float
+    max_message_size: int
+    max_headers: int
+    max_connections: int
+    rate_limit: float
+    rate_burst: float
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    bind_address: str
+    advertised_address: str | None
+    port_min: int
+    port_max: int
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    directory: str
+
+
+@dataclass(frozen=True)
+class SiprecConfig:
+    accept_plain_calls: bool
+    max_sessions: int
+    codec_preference: tuple[str, ...]
+    record_video: bool
+    max_metadata_size: int
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    bind_address: str
+    port: int
+
+
+SECTIONS: dict[str, type] = {
+    "sip": SipConfig,
+    "media": MediaConfig,
+    "recording": RecordingConfig,
+    "siprec": SiprecConfig,
+    "web": WebConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    sip: SipConfig
+    media: MediaConfig
+    recording: RecordingConfig
+    siprec: SiprecConfig
+    web: WebConfig
+    source: str = field(default="embedded defaults")
+
+
+def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
+    """Read ``path`` (None: embedded defaults only), apply the environment, validate it all."""
+    errors: list[str] = []
+    raw: dict[str, dict[str, tuple[str, str]]] = {
+        section: {key.name: (key.default, "default") for key in keys}
+        for section, keys in SCHEMA.items()
+    }
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as error:
+            raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
+        except configparser.Error as error:
+            raise ConfigError([f"{path}: {error}".replace("\n", " ")]) from None
+        for section in parser.sections():
+            if section not in SCHEMA:
+                errors.append(f"{path}: unknown section [{section}]")
+                continue
+            for name, value in parser.items(section):
+                if name not in raw[section]:
+                    errors.append(f"{path}: unknown key {name!r} in [{section}]")
+                else:
+                    raw[section][name] = (value, f"{path} [{section}] {name}")
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable in NON_KEY_ENVIRONMENT:
+            continue
+        rest = variable[len(ENV_PREFIX):].lower()
+        section = next((s for s in SCHEMA if rest.startswith(s + "_")), None)
+        if section is None:
+            errors.append(f"environment {variable}: no section of that name")
+            continue
+        name = rest[len(section) + 1:]
+        if name not in raw[section]:
+            errors.append(f"environment {variable}: unknown key {name!r} in [{section}]")
+            continue
+        raw[section][name] = (value, f"environment {variable}")
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        values[section] = {}
+        for key in keys:
+            text, origin = raw[section][key.name]
+            try:
+                values[section][key.name] = key.parse(text)
+            except ValueError as error:
+                errors.append(f"{origin}: [{section}] {key.name} = {text!r}: {error}")
+    if not errors:
+        errors.extend(_cross_checks(values))
+    if errors:
+        raise ConfigError(errors)
+    sections = {name: SECTIONS[name](**values[name]) for name in SCHEMA}
+    return Config(**sections, source=path or "embedded defaults")
+
+
+def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
+    errors = []
+    sip, media = values["sip"], values["media"]
+    if sip["tls_port"] and not (sip["tls_certificate"] and sip["tls_private_key"]):
+        errors.append("[sip] tls_port is set: tls_certificate and tls_private_key are required")
+    if sip["tls_ca_certificates"] and not sip["tls_port"]:
+        errors.append("[sip] tls_ca_certificates is set but tls_port is 0")
+    if sip["t2"] < sip["t1"]:
+        errors.append(f"[sip] t2 ({sip['t2']}) must not be below t1 ({sip['t1']})")
+    if media["port_min"] % 2:
+        errors.append(f"[media] port_min = {media['port_min']}: must be even (RTP ports are even)")
+    if media["port_max"] < media["port_min"] + 1:
+        errors.append(
+            f"[media] port_max = {media['port_max']} leaves no RTP/RTCP pair above "
+            f"port_min = {media['port_min']}"
+        )
+    return errors
+

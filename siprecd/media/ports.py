@@ -1,0 +1,91 @@
+"""RTP/RTCP port pairs from ``[media] port_min..port_max``: even RTP, odd RTCP, bound on allocation.
+
+A rotating cursor spreads allocations over the range so a port just released is not handed out
+again at once (late packets of an ended call must not land in a new one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from siprecd.errors import ServiceUnavailable
+
+log = Logger()
+
+
+class NoPortsAvailable(ServiceUnavailable):
+    """Every RTP/RTCP pair of the range is in use or cannot be bound."""
+
+
+@dataclass
+class PortPair:
+    rtp_port: int
+    rtcp_port: int
+    rtp: IListeningPort
+    rtcp: IListeningPort
+
+
+class PortAllocator:
+    def __init__(
+        self,
+        reactor: IReactorUDP,
+        interface: str,
+        port_min: int,
+        port_max: int,
+        retry_after: int = 10,
+    ) -> None:
+        self._reactor = reactor
+        self._interface = interface
+        self._first = port_min + (port_min % 2)
+        self._pairs = max(0, (port_max - self._first + 1) // 2)
+        self._cursor = 0
+        self._in_use: set[int] = set()
+        self._retry_after = retry_after
+
+    @property
+    def capacity(self) -> int:
+        return self._pairs
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+    def allocate(self, rtp: DatagramProtocol, rtcp: DatagramProtocol) -> PortPair:
+        for _ in range(self._pairs):
+            port = self._first + 2 * self._cursor
+            self._cursor = (self._cursor + 1) % self._pairs
+            if port in self._in_use:
+                continue
+            pair = self._bind(port, rtp, rtcp)
+            if pair is not None:
+                self._in_use.add(port)
+                return pair
+        raise NoPortsAvailable(
+            f"no free RTP/RTCP port pair in {self._first}..{self._first + 2 * self._pairs - 1}",
+            retry_after=self._retry_after,
+        )
+
+    def _bind(self, port: int, rtp: DatagramProtocol, rtcp: DatagramProtocol) -> PortPair | None:
+        try:
+            rtp_port = self._reactor.listenUDP(port, rtp, interface=self._interface)
+        except CannotListenError:
+            return None  # taken by another process: skip it
+        try:
+            rtcp_port = self._reactor.listenUDP(port + 1, rtcp, interface=self._interface)
+        except CannotListenError:
+            rtp_port.stopListening()
+            return None
+        return PortPair(port, port + 1, rtp_port, rtcp_port)
+
+    def release(self, pair: PortPair) -> None:
+        for port in (pair.rtp, pair.rtcp):
+            try:
+                port.stopListening()
+            except Exception:
+                log.failure("closing UDP port {port}", port=pair.rtp_port)
+        self._in_use.discard(pair.rtp_port)

@@ -1,0 +1,62 @@
+"""Checks of the environment that must pass before the reactor runs: files, ports, directories.
+
+Every problem is collected so that the operator sees them all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+from siprecd.config import Config
+from siprecd.sip.tls import TLSConfigError, server_options
+
+
+def preflight(config: Config) -> list[str]:
+    errors: list[str] = []
+    sip = config.sip
+    if sip.tls_port:
+        assert sip.tls_certificate and sip.tls_private_key
+        try:
+            server_options(sip.tls_certificate, sip.tls_private_key, sip.tls_ca_certificates)
+        except TLSConfigError as error:
+            errors.append(str(error))
+    ports = [
+        ("[sip] udp_port", socket.SOCK_DGRAM, sip.bind_address, sip.udp_port),
+        ("[sip] tcp_port", socket.SOCK_STREAM, sip.bind_address, sip.tcp_port),
+        ("[sip] tls_port", socket.SOCK_STREAM, sip.bind_address, sip.tls_port),
+        ("[web] port", socket.SOCK_STREAM, config.web.bind_address, config.web.port),
+    ]
+    for name, kind, address, port in ports:
+        if port:
+            problem = port_problem(kind, address, port)
+            if problem:
+                errors.append(f"{name} = {port} on {address}: {problem}")
+    problem = directory_problem(config.recording.directory)
+    if problem:
+        errors.append(f"[recording] directory = {config.recording.directory}: {problem}")
+    return errors
+
+
+def port_problem(kind: int, address: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            # Twisted listens with SO_REUSEADDR, so TIME_WAIT leftovers are not a conflict.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as error:
+            return f"cannot bind: {error.strerror}"
+    return None
+
+
+def directory_problem(directory: str) -> str | None:
+    try:
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".preflight-"):
+            pass
+    except OSError as error:
+        return f"not writable: {error.strerror}"
+    return None

@@ -1,0 +1,56 @@
+"""A recording session's directory: atomic session.json, metadata versions stored verbatim.
+
+Layout: ``<directory>/<YYYY>/<MM>/<DD>/<session_id>/`` (dated so retention and listing stay
+cheap with millions of sessions).  Every write goes to a temporary file in the same directory,
+is fsynced and renamed over the target, so a crash or a full disk never leaves a half-written
+session.json behind: the previous version stays intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from typing import Any
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def session_directory(root: str, session_id: str, started: float) -> str:
+    day = time.gmtime(started)
+    return os.path.join(root, f"{day.tm_year:04d}", f"{day.tm_mon:02d}", f"{day.tm_mday:02d}", session_id)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+class SessionFiles:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def create(self) -> None:
+        os.makedirs(self.path, mode=0o750, exist_ok=False)
+
+    def write_json(self, name: str, document: dict[str, Any]) -> None:
+        data = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False).encode() + b"\n"
+        atomic_write(os.path.join(self.path, name), data)
+
+    def store(self, name: str, data: bytes) -> str:
+        """Write a file once (never overwritten); returns its name relative to the session."""
+        atomic_write(os.path.join(self.path, name), data)
+        return name

@@ -1,0 +1,141 @@
+"""One recording session (RFC 7866 RS): streams, metadata history, and its session.json view."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from siprecd import __version__
+from siprecd.media.ports import PortPair
+from siprecd.media.receiver import CountingReceiver
+from siprecd.metadata import MetadataState, senders_by_label, summarize
+from siprecd.sdp import StreamChoice
+
+
+class SessionState(enum.Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ENDED = "ended"
+
+
+def iso_utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RecordedStream:
+    """One offered m-line, identified across re-offers by its label (or position if unlabelled)."""
+
+    key: str
+    choice: StreamChoice
+    ports: PortPair | None = None
+    rtp: CountingReceiver | None = None
+    rtcp: CountingReceiver | None = None
+    file: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ended: bool = False
+
+    def to_json(self, senders: dict[str, list[str]]) -> dict[str, Any]:
+        c = self.choice
+        return {
+            "label": c.label,
+            "index": c.index,
+            "media_type": c.media_type,
+            "recorded": c.accepted,
+            "reason": c.reason,
+            "codec": c.codec,
+            "clock_rate": c.clock_rate,
+            "channels": c.channels,
+            "payload_type": int(c.payload_type) if c.payload_type is not None else None,
+            "telephone_event_payload_type": (
+                int(c.telephone_event_pt) if c.telephone_event_pt is not None else None
+            ),
+            "direction": c.direction,
+            "offered_direction": c.offered_direction,
+            "on_hold": c.on_hold,
+            "rtp_port": self.ports.rtp_port if self.ports else None,
+            "rtcp_port": self.ports.rtcp_port if self.ports else None,
+            "sending_participants": senders.get(c.label or "", []),
+            "file": self.file,
+            "events": self.events,
+            "packets_received": self.rtp.counters.packets if self.rtp else 0,
+            "bytes_received": self.rtp.counters.bytes if self.rtp else 0,
+            "ended": self.ended,
+        }
+
+
+@dataclass
+class MetadataVersion:
+    index: int
+    file: str
+    received_at: str
+    method: str
+    content_type: str
+    parsed: bool
+    error: str | None = None
+
+
+@dataclass
+class RecordingSession:
+    session_id: str
+    call_id: str
+    started_at: float
+    src: dict[str, Any]
+    sip: dict[str, Any]
+    siprec: bool
+    directory: str
+    state: SessionState = SessionState.ACTIVE
+    ended_at: float | None = None
+    end_reason: str | None = None
+    streams: list[RecordedStream] = field(default_factory=list)
+    metadata: MetadataState = field(default_factory=MetadataState)
+    metadata_versions: list[MetadataVersion] = field(default_factory=list)
+    sdp_files: list[str] = field(default_factory=list)
+    sdp_version: int = 0
+    sdp_session_id: int = 0
+
+    def live_streams(self) -> list[RecordedStream]:
+        return [s for s in self.streams if not s.ended]
+
+    def update_state(self) -> None:
+        """Paused when no live stream can carry media (RFC 7866 §8.1: pause via inactive/hold)."""
+        if self.state == SessionState.ENDED:
+            return
+        recorded = [s for s in self.live_streams() if s.choice.accepted]
+        flowing = [s for s in recorded if s.choice.direction != "inactive" and not s.choice.on_hold]
+        self.state = SessionState.ACTIVE if flowing or not recorded else SessionState.PAUSED
+
+    def to_json(self) -> dict[str, Any]:
+        summary = summarize(self.metadata)
+        senders = senders_by_label(self.metadata.current) if self.metadata.current else {}
+        return {
+            "session_id": self.session_id,
+            "call_id": self.call_id,
+            "state": self.state.value,
+            "started_at": iso_utc(self.started_at),
+            "ended_at": iso_utc(self.ended_at) if self.ended_at is not None else None,
+            "end_reason": self.end_reason,
+            "siprec": self.siprec,
+            "src": self.src,
+            "sip": self.sip,
+            "participants": summary.get("participants", []),
+            "streams": [s.to_json(senders) for s in self.streams],
+            "metadata": {k: v for k, v in summary.items() if k != "participants"},
+            "metadata_files": [v.file for v in self.metadata_versions],
+            "metadata_versions": [
+                {
+                    "index": v.index,
+                    "file": v.file,
+                    "received_at": v.received_at,
+                    "method": v.method,
+                    "content_type": v.content_type,
+                    "parsed": v.parsed,
+                    "error": v.error,
+                }
+                for v in self.metadata_versions
+            ],
+            "sdp_files": self.sdp_files,
+            "srs": {"software": "siprecd", "version": __version__},
+        }

@@ -1,0 +1,307 @@
+"""The SIPREC controller (RFC 7866): turns an SRC's dialog into a recording session.
+
+It is the UAS core's application: the initial INVITE creates a session (ports bound before the
+answer leaves, session.json written), re-INVITEs and UPDATEs re-negotiate keeping each label's
+port, metadata arrives in INVITE, re-INVITE, UPDATE and BYE, and the end of the dialog (BYE from
+either side, CANCEL, missing ACK) finalizes the session.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from siprecd.config import Config
+from siprecd.errors import NotAcceptableHere, ServiceUnavailable
+from siprecd.media.ports import PortAllocator
+from siprecd.recording.files import DISK_FULL, SessionFiles, session_directory
+from siprecd.recording.session import RecordingSession, SessionState
+from siprecd.sdp import SessionDescription, build_answer, parse, plan_streams, serialize
+from siprecd.sip.dialog import Dialog
+from siprecd.sip.headers import contact_has_feature
+from siprecd.sip.message import Request, ResponseSpec
+from siprecd.sip.multipart import BodyPart, parse_body
+from siprecd.sip.stack import SIPStack
+from siprecd.siprec.metadata_intake import MetadataIntake
+from siprecd.siprec.streams import StreamTable
+
+log = Logger()
+
+
+def is_siprec(request: Request) -> bool:
+    """RFC 7866 §6.1.1: ``Require: siprec`` or the ``+sip.src`` feature tag in Contact."""
+    if "siprec" in request.headers.tokens("Require"):
+        return True
+    return any(contact_has_feature(contact, "+sip.src") for contact in request.contacts)
+
+
+def sdp_part(parts: list[BodyPart]) -> BodyPart | None:
+    return next((p for p in parts if p.content_type == "application/sdp"), None)
+
+
+class Controller:
+    def __init__(self, clock: Any, config: Config, ports: PortAllocator) -> None:
+        self.clock = clock
+        self.config = config
+        self.ports = ports
+        self.stack: SIPStack | None = None
+        self.sessions: dict[str, RecordingSession] = {}
+        self.finished = 0
+        self.counters: dict[str, int] = {}
+        self.metadata = MetadataIntake(clock, config.siprec.max_metadata_size, self._count)
+
+    def attach(self, stack: SIPStack) -> None:
+        self.stack = stack
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # --- Application ------------------------------------------------------------------------
+
+    def invite(self, request: Request, dialog: Dialog) -> ResponseSpec:
+        siprec = is_siprec(request)
+        if not siprec and not self.config.siprec.accept_plain_calls:
+            self._count("plain_calls_refused")
+            raise NotAcceptableHere(
+                "not a SIPREC INVITE (no 'Require: siprec' and no '+sip.src' Contact) and "
+                "[siprec] accept_plain_calls is false"
+            )
+        if len(self.sessions) >= self.config.siprec.max_sessions:
+            self._count("refused_max_sessions")
+            raise ServiceUnavailable(
+                f"{len(self.sessions)} sessions active ([siprec] max_sessions)",
+                retry_after=self.config.siprec.retry_after,
+            )
+        parts = parse_body(request.headers.get("Content-Type"), request.body)
+        offer_part = sdp_part(parts)
+        if offer_part is None:
+            raise NotAcceptableHere("INVITE without an SDP offer is not supported by this SRS")
+        offer = parse(offer_part.body)
+        session = self._new_session(request, dialog, siprec)
+        streams = StreamTable(self.ports)
+        try:
+            answer = self._negotiate(session, streams, offer, request, dialog)
+            self._create_files(session)
+        except BaseException:
+            streams.release_all()
+            raise
+        streams.commit()
+        session.streams = streams.all
+        dialog.session = (session, streams, answer)
+        self.sessions[session.session_id] = session
+        self.metadata.take(session, parts, request.method)
+        self._store_sdp(session, "offer", offer_part.body)
+        self._store_sdp(session, "answer", answer)
+        self._save(session)
+        log.info(
+            "recording session {session_id} started for call {call_id} from {src}: {streams} streams",
+            session_id=session.session_id,
+            call_id=session.call_id,
+            src=dialog.source,
+            streams=sum(1 for s in session.streams if s.choice.accepted),
+        )
+        return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+
+    def reinvite(self, request: Request, dialog: Dialog) -> ResponseSpec:
+        return self._renegotiate(request, dialog)
+
+    def update(self, request: Request, dialog: Dialog) -> ResponseSpec:
+        return self._renegotiate(request, dialog)
+
+    def info(self, request: Request, dialog: Dialog) -> ResponseSpec:
+        found = self._session(dialog)
+        if found is not None and request.body:
+            parts = parse_body(request.headers.get("Content-Type"), request.body)
+            if self.metadata.take(found[0], parts, request.method):
+                self._save(found[0])
+        return ResponseSpec(200, "OK")
+
+    def bye(self, request: Request, dialog: Dialog) -> None:
+        found = self._session(dialog)
+        if found is not None and request.body:
+            parts = parse_body(request.headers.get("Content-Type"), request.body)
+            self.metadata.take(found[0], parts, request.method)
+
+    def acked(self, dialog: Dialog) -> None:
+        pass
+
+    def dialog_ended(self, dialog: Dialog, reason: str) -> None:
+        found = self._session(dialog)
+        if found is None:
+            return
+        session, streams, _ = found
+        streams.release_all()
+        session.state = SessionState.ENDED
+        session.ended_at = self.clock.seconds()
+        session.end_reason = reason
+        self.sessions.pop(session.session_id, None)
+        self.finished += 1
+        self._save(session)
+        log.info(
+            "recording session {session_id} ended ({reason})",
+            session_id=session.session_id,
+            reason=reason,
+        )
+
+    # --- negotiation ------------------------------------------------------------------------
+
+    def _renegotiate(self, request: Request, dialog: Dialog) -> ResponseSpec:
+        found = self._session(dialog)
+        if found is None:
+            raise NotAcceptableHere("no recording session for this dialog")
+        session, streams, answer = found
+        parts = parse_body(request.headers.get("Content-Type"), request.body)
+        offer_part = sdp_part(parts)
+        metadata_changed = self.metadata.take(session, parts, request.method)
+        if offer_part is None:
+            if metadata_changed:
+                self._save(session)
+            if request.method == "UPDATE":
+                return ResponseSpec(200, "OK")
+            # An offerless re-INVITE: our current SDP is the offer; the ACK carries the answer.
+            return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+        offer = parse(offer_part.body)
+        # A failed re-offer leaves the session as it was (RFC 3261 §14.2).
+        try:
+            answer = self._negotiate(session, streams, offer, request, dialog)
+        except BaseException:
+            streams.abort()
+            raise
+        streams.commit()
+        session.streams = streams.all
+        dialog.session = (session, streams, answer)
+        session.update_state()
+        self._store_sdp(session, "offer", offer_part.body)
+        self._store_sdp(session, "answer", answer)
+        self._save(session)
+        return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+
+    def _negotiate(
+        self,
+        session: RecordingSession,
+        streams: StreamTable,
+        offer: SessionDescription,
+        request: Request,
+        dialog: Dialog,
+    ) -> bytes:
+        siprec = self.config.siprec
+        plan = plan_streams(
+            offer, codec_preference=siprec.codec_preference, record_video=siprec.record_video
+        )
+        ports = streams.assign(plan)
+        sdp, choices = build_answer(
+            offer,
+            address=self._media_address(request, dialog),
+            ports=ports,
+            codec_preference=siprec.codec_preference,
+            origin_session_id=session.sdp_session_id,
+            origin_version=session.sdp_version + 1,
+            record_video=siprec.record_video,
+            announce_rtcp=True,
+        )
+        streams.settle(choices)
+        session.sdp_version += 1
+        return serialize(sdp)
+
+    def _media_address(self, request: Request, dialog: Dialog) -> str:
+        media = self.config.media
+        if media.advertised_address:
+            return media.advertised_address
+        if media.bind_address not in ("0.0.0.0", "::"):
+            return media.bind_address
+        assert self.stack is not None
+        host, _ = self.stack.core.local_address(dialog.source, request)
+        return host.strip("[]")
+
+    # --- session files ----------------------------------------------------------------------
+
+    def _new_session(self, request: Request, dialog: Dialog, siprec: bool) -> RecordingSession:
+        now = self.clock.seconds()
+        session_id = str(uuid.uuid4())
+        source = dialog.source
+        return RecordingSession(
+            session_id=session_id,
+            call_id=request.call_id,
+            started_at=now,
+            src={"address": source.host, "port": source.port, "transport": source.transport},
+            sip={
+                "request_uri": request.raw_uri,
+                "from": request.headers.get("From"),
+                "to": request.headers.get("To"),
+                "contact": request.headers.get("Contact"),
+                "user_agent": request.headers.get("User-Agent"),
+            },
+            siprec=siprec,
+            directory=session_directory(self.config.recording.directory, session_id, now),
+            sdp_session_id=secrets.randbelow(2**62),
+        )
+
+    def _create_files(self, session: RecordingSession) -> None:
+        try:
+            SessionFiles(session.directory).create()
+            SessionFiles(session.directory).write_json("session.json", session.to_json())
+        except OSError as error:
+            self._count("storage_errors")
+            full = error.errno in DISK_FULL
+            log.error(
+                "cannot create recording session directory {path}: {error}",
+                path=session.directory,
+                error=error,
+            )
+            raise ServiceUnavailable(
+                "recording storage is full" if full else "recording storage is not writable",
+                retry_after=self.config.siprec.retry_after,
+            ) from None
+
+    def _store_sdp(self, session: RecordingSession, kind: str, data: bytes) -> None:
+        name = f"sdp-{len(session.sdp_files) + 1:04d}-{kind}.sdp"
+        try:
+            session.sdp_files.append(SessionFiles(session.directory).store(name, data))
+        except OSError as error:
+            self._count("storage_errors")
+            log.error("cannot store {name} for {session_id}: {error}", name=name, session_id=session.session_id, error=error)
+
+    def _save(self, session: RecordingSession) -> None:
+        try:
+            SessionFiles(session.directory).write_json("session.json", session.to_json())
+        except OSError as error:
+            # The previous session.json stays intact (atomic rename); the next change retries.
+            self._count("storage_errors")
+            log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, error=error)
+
+    @staticmethod
+    def _session(dialog: Dialog) -> tuple[RecordingSession, StreamTable, bytes] | None:
+        return dialog.session  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        """End every session's recording (service stop): files are finalized, ports released."""
+        if self.stack is None:
+            return
+        for dialog in list(self.stack.core.dialogs):
+            if dialog.session is not None:
+                self.stack.core.hang_up(dialog, "SRS shutting down")
+
+
+class ControllerService(Service):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def stopService(self) -> Deferred[None] | None:  # noqa: N802
+        super().stopService()
+        self.controller.shutdown()
+        return None
+
+
+def build_controller(reactor: Any, config: Config) -> tuple[Controller, ControllerService]:
+    media = config.media
+    ports = PortAllocator(
+        reactor, media.bind_address, media.port_min, media.port_max, config.siprec.retry_after
+    )
+    controller = Controller(reactor, config, ports)
+    return controller, ControllerService(controller)
+

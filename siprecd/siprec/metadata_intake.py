@@ -1,0 +1,81 @@
+"""Metadata arriving in any SIP request: stored verbatim first, then parsed and merged.
+
+Bad metadata never fails a call (RFC 7866 leaves the SRS free to record anyway): the raw body is
+kept, the problem logged with what and where, and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from siprecd.metadata import MetadataError, parse_metadata
+from siprecd.recording.files import SessionFiles
+from siprecd.recording.session import MetadataVersion, RecordingSession, iso_utc
+from siprecd.sip.multipart import BodyPart
+
+log = Logger()
+
+METADATA_TYPES = ("application/rs-metadata+xml", "application/rs-metadata")
+
+
+def metadata_parts(parts: list[BodyPart]) -> list[BodyPart]:
+    """Parts that are recording metadata, including mislabelled ones (lost or odd types)."""
+    found = []
+    for part in parts:
+        if part.content_type in METADATA_TYPES:
+            found.append(part)
+        elif part.disposition == "recording-session" and part.content_type != "application/sdp":
+            found.append(part)
+    return found
+
+
+class MetadataIntake:
+    def __init__(self, clock: Any, max_size: int, count: Callable[[str], None]) -> None:
+        self._clock = clock
+        self._max_size = max_size
+        self._count = count
+
+    def take(self, session: RecordingSession, parts: list[BodyPart], method: str) -> bool:
+        """Store and apply every metadata part; True when anything was received."""
+        taken = False
+        for part in metadata_parts(parts):
+            taken = True
+            self._take_one(session, part, method)
+        return taken
+
+    def _take_one(self, session: RecordingSession, part: BodyPart, method: str) -> None:
+        now = iso_utc(self._clock.seconds())
+        index = len(session.metadata_versions) + 1
+        name = f"metadata-{index:04d}.xml"
+        version = MetadataVersion(index, name, now, method, part.content_type, parsed=False)
+        try:
+            SessionFiles(session.directory).store(name, part.body)
+        except OSError as error:
+            self._count("storage_errors")
+            version.file = ""
+            log.error(
+                "cannot store {name} of {session_id}: {error}",
+                name=name,
+                session_id=session.session_id,
+                error=error,
+            )
+        session.metadata_versions.append(version)
+        try:
+            document = parse_metadata(part.body, max_size=self._max_size)
+        except MetadataError as error:
+            self._count("metadata_errors")
+            version.error = str(error)
+            log.warn(
+                "metadata version {index} of session {session_id} ({method}) kept raw, not "
+                "parsed: {error}",
+                index=index,
+                session_id=session.session_id,
+                method=method,
+                error=error,
+            )
+            return
+        version.parsed = True
+        session.metadata = session.metadata.apply(document, at=now)

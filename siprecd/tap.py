@@ -1,0 +1,46 @@
+"""``twistd siprec``: options and makeService.  The only module that imports the global reactor."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from siprecd import __version__
+from siprecd.config import ConfigError, load_config
+from siprecd.preflight import preflight
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "siprecd: a SIPREC Session Recording Server (RFC 7866). Reads an INI config file "
+        "(embedded defaults when --config is not given); every key can be overridden with an "
+        "environment variable SIPRECD_<SECTION>_<KEY>, e.g. SIPRECD_SIP_UDP_PORT=5080. "
+        "Configuration errors are all reported at once and make twistd exit non-zero."
+    )
+    optParameters = [
+        ["config", "c", None, "Path to the INI configuration file (see etc/siprecd.conf)."],
+    ]
+
+    def opt_version(self) -> None:
+        print(f"siprecd {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:  # noqa: N802
+        try:
+            self.config = load_config(self["config"], os.environ)
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from None
+        problems = preflight(self.config)
+        if problems:
+            raise usage.UsageError("cannot start:\n  " + "\n  ".join(problems))
+
+
+def makeService(options: Options) -> IService:  # noqa: N802
+    from twisted.internet import reactor
+
+    from siprecd.service import make_service
+
+    return make_service(reactor, options.config)
