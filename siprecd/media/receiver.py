@@ -19,6 +19,7 @@ class ReceptionCounters:
 
 
 class CountingReceiver(DatagramProtocol):
+    noisy = False  # one per stream: do not log every start and stop
     def __init__(self) -> None:
         self.counters = ReceptionCounters()
 

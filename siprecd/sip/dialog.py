@@ -53,8 +53,10 @@ class Dialog:
     @classmethod
     def from_invite(cls, request: Request, source: Source) -> Dialog:
         contacts = request.contacts
-        if len(contacts) != 1:
-            raise BadRequest(f"INVITE must carry exactly one Contact, found {len(contacts)}")
+        if len(contacts) > 1:
+            raise BadRequest(f"INVITE must carry one Contact, found {len(contacts)}")
+        # RFC 2543 INVITEs may lack Contact: the From URI is then the remote target.
+        remote_target = contacts[0].uri if contacts else request.from_.uri
         remote_tag = request.from_.tag
         if not remote_tag:
             # RFC 2543 peers may omit it; a dialog still needs a stable remote identity.
@@ -65,7 +67,7 @@ class Dialog:
             remote_tag=remote_tag,
             local_uri=request.headers.get("To") or "",
             remote_uri=request.headers.get("From") or "",
-            remote_target=contacts[0].uri,
+            remote_target=remote_target,
             route_set=list(request.headers.get_list("Record-Route")),
             remote_cseq=request.cseq.number,
             source=source,

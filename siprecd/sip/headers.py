@@ -371,6 +371,7 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
         return NameAddr(uri, display, params, True)
     # addr-spec: parameters after the URI belong to the header field (RFC 3261 §20).
     uri_text, semi, rest = text.partition(";")
+    uri_text = uri_text.strip()  # LWS before the ';' of a header param is legal (RFC 4475 wsinv)
     if not uri_text or any(c.isspace() for c in uri_text):
         raise BadRequest(f"malformed address in {where}")
     params = parse_params(rest, where) if semi else ()

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from siprecd.sip.dialog import new_tag
 from siprecd.sip.message import Request, Response, make_response
 from siprecd.sip.source import Source
 
@@ -139,7 +140,9 @@ class ServerTransaction:
         self.last_response: Response | None = None
         self.timers = _Timers(layer.clock)
         self._interval = layer.timers.t1
-        self.to_tag: str | None = None
+        # RFC 3261 §8.2.6.2: every response but 100 carries a To tag; the UAS core replaces
+        # this one with the dialog's local tag when the request creates or is in a dialog.
+        self.to_tag: str | None = request.to.tag or new_tag()
 
     @property
     def final_sent(self) -> bool:

@@ -31,6 +31,7 @@ class Receiver(TypingProtocol):
 
 
 class UDPTransport(DatagramProtocol):
+    noisy = False
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
 
@@ -90,6 +91,7 @@ class StreamProtocol(Protocol):
 
 class StreamFactory(Factory):
     protocol = StreamProtocol
+    noisy = False
 
     def __init__(
         self,

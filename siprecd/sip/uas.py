@@ -151,7 +151,7 @@ class UASCore:
                 headers=[("Retry-After", str(self.rate_limiter.retry_after()))],
             )
         if method == "OPTIONS":
-            transaction.reply(200, "OK", headers=self._capabilities(), to_tag=None)
+            transaction.reply(200, "OK", headers=self._capabilities())
             return
         if method == "INVITE":
             self._initial_invite(request, transaction)
@@ -160,6 +160,14 @@ class UASCore:
         raise SIPError(f"{method} outside of a dialog", code=481)
 
     def _check_content(self, request: Request) -> None:
+        if request.method == "INVITE" and "Accept" in request.headers:
+            accepted = request.headers.tokens("Accept")
+            if not any(a.split(";")[0].strip() in ("application/sdp", "application/*", "*/*") for a in accepted):
+                # The answer would be SDP, which the offerer says it cannot take (RFC 3261 §21.4.7).
+                raise SIPError(
+                    "Not Acceptable: the answer is application/sdp, not in the request's Accept",
+                    code=406,
+                )
         if not request.body:
             return
         content_type = request.content_type
@@ -290,7 +298,8 @@ class UASCore:
         invite = self.layer.find_invite(request)
         if invite is None:
             raise SIPError("Call/Transaction Does Not Exist", code=481)
-        transaction.reply(200, "OK", to_tag=invite.to_tag)
+        transaction.to_tag = invite.to_tag
+        transaction.reply(200, "OK")
         if invite.final_sent:
             return
         invite.reply(487, "Request Terminated")

@@ -146,11 +146,11 @@ def parse_uri(text: str) -> URI:
 
 
 def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
-    rest, qmark, headers = rest.partition("?")
-    # The userinfo may contain ';' (RFC 3261 allows it in user) so split at the last '@' first.
+    # The user part may hold ';', '?' and '/' (RFC 3261 §25.1) but never an unescaped '@', so
+    # the first '@' ends the userinfo; only then do ';' and '?' start params and headers.
     user = password = None
     if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
+        userinfo, _, rest = rest.partition("@")
         user, colon, pw = userinfo.partition(":")
         if not user or not _USER.match(user):
             raise URIError(f"bad user part in {text!r}")
@@ -158,6 +158,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
             if not re.match(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*$", pw):
                 raise URIError(f"bad password in {text!r}")
             password = pw
+    rest, qmark, headers = rest.partition("?")
     hostport, semi, params = rest.partition(";")
     if not hostport:
         raise URIError(f"no host in {text!r}")

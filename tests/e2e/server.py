@@ -1,0 +1,214 @@
+"""Run a real ``twistd -n siprec`` on loopback for end-to-end tests, and talk to it with real peers.
+
+The server runs the working tree's code (PYTHONPATH points at the repository) with a config file
+written for the test: free ports, a private recording directory, and whatever keys the test sets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIPP_DIR = os.path.join(REPOSITORY, "tests", "e2e", "sipp")
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def free_port(kinds: tuple[int, ...] = (socket.SOCK_STREAM, socket.SOCK_DGRAM)) -> int:
+    """A port number free for every socket kind in ``kinds`` on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if all(_bindable(kind, port) for kind in kinds):
+            return port
+    raise RuntimeError("no free port found")
+
+
+def _bindable(kind: int, port: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def media_range(pairs: int = 50) -> tuple[int, int]:
+    """A random even-aligned RTP range, so parallel test processes rarely collide (they skip
+    ports in use anyway)."""
+    start = random.randrange(30000, 60000 - 2 * pairs) & ~1
+    return start, start + 2 * pairs - 1
+
+
+@dataclass
+class Server:
+    directory: str
+    sections: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    sip_port: int = 0
+    tls_port: int = 0
+    web_port: int = 0
+
+    @property
+    def recordings(self) -> str:
+        return os.path.join(self.directory, "recordings")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.directory, "twistd.log")
+
+    def config_text(self) -> str:
+        self.sip_port = self.sip_port or free_port()
+        self.web_port = self.web_port or free_port((socket.SOCK_STREAM,))
+        low, high = media_range()
+        sections: dict[str, dict[str, str]] = {
+            "sip": {
+                "bind_address": "127.0.0.1",
+                "udp_port": str(self.sip_port),
+                "tcp_port": str(self.sip_port),
+                "t1": "0.1",
+            },
+            "media": {"bind_address": "127.0.0.1", "port_min": str(low), "port_max": str(high)},
+            "recording": {"directory": self.recordings},
+            "web": {"bind_address": "127.0.0.1", "port": str(self.web_port)},
+        }
+        for name, values in self.sections.items():
+            sections.setdefault(name, {}).update(values)
+        if sections["sip"].get("tls_port") == "auto":
+            self.tls_port = free_port((socket.SOCK_STREAM,))
+            sections["sip"]["tls_port"] = str(self.tls_port)
+        lines = []
+        for name, values in sections.items():
+            lines.append(f"[{name}]")
+            lines.extend(f"{key} = {value}" for key, value in values.items())
+            lines.append("")
+        return "\n".join(lines)
+
+    def command(self, config_path: str) -> list[str]:
+        return [TWISTD, "--nodaemon", "--pidfile=", f"--logfile={self.log_path}", "siprec", "--config", config_path]
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIPRECD_")}
+        env["PYTHONPATH"] = REPOSITORY
+        env.update(self.environment)
+        return env
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.directory = os.path.abspath(self.directory)
+        os.makedirs(self.directory, exist_ok=True)
+        config_path = os.path.join(self.directory, "siprecd.conf")
+        with open(config_path, "w") as handle:
+            handle.write(self.config_text())
+        self.process = subprocess.Popen(
+            self.command(config_path),
+            env=self.environ(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                raise RuntimeError(f"twistd exited with {self.process.returncode}:\n{output}\n{self.log()}")
+            if self._listening():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"twistd did not start listening within {timeout}s:\n{self.log()}")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.web_port), timeout=0.2):
+                pass
+            with socket.create_connection(("127.0.0.1", self.sip_port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return "(no log)"
+
+
+def sipp_available() -> bool:
+    return shutil.which("sipp") is not None
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    output: str
+    messages: str
+    errors: str
+
+    def explain(self) -> str:
+        return f"sipp exited {self.returncode}\n--- errors\n{self.errors}\n--- messages\n{self.messages[-6000:]}\n--- output\n{self.output[-2000:]}"
+
+
+def run_sipp(
+    scenario: str,
+    server_port: int,
+    directory: str,
+    *,
+    transport: str = "u1",
+    extra: list[str] | None = None,
+    timeout: float = 30.0,
+) -> SippResult:
+    """Run one SIPp call from ``scenario`` (a file in tests/e2e/sipp or a path)."""
+    path = scenario if os.path.isabs(scenario) else os.path.join(SIPP_DIR, scenario)
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.join(directory, f"sipp-{os.path.basename(path)}-{transport}")
+    local_port = free_port()
+    media_port = free_port((socket.SOCK_DGRAM,))
+    command = [
+        "sipp", "-sf", path, "-m", "1", "-t", transport, "-i", "127.0.0.1", "-p", str(local_port),
+        "-mp", str(media_port),
+        "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error", "-max_recv_loops", "1000",
+        "-trace_msg", "-message_file", base + ".msg", "-trace_err", "-error_file", base + ".err",
+        *(extra or []), f"127.0.0.1:{server_port}",
+    ]
+    completed = subprocess.run(command, capture_output=True, timeout=timeout + 15, cwd=directory)
+
+    def read(name: str) -> str:
+        try:
+            with open(name, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    return SippResult(
+        completed.returncode,
+        completed.stdout.decode(errors="replace") + completed.stderr.decode(errors="replace"),
+        read(base + ".msg"),
+        read(base + ".err"),
+    )
