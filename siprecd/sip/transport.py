@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
+from OpenSSL import SSL
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
@@ -69,6 +70,14 @@ class StreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
         self._open = False
+        if reason is not None and reason.check(SSL.Error):
+            # A refused client certificate or a failed handshake: the operator needs to see it.
+            self.factory.tls_failures += 1
+            log.warn(
+                "TLS connection from {source} failed: {error}",
+                source=self.source,
+                error=reason.getErrorMessage(),
+            )
         self.factory.connection_lost(self)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -106,6 +115,7 @@ class StreamFactory(Factory):
         self.max_connections = max_connections
         self.connections: dict[tuple[str, int], StreamProtocol] = {}
         self.framing_errors = 0
+        self.tls_failures = 0
         self.refused_connections = 0
 
     def buildProtocol(self, addr: object) -> StreamProtocol | None:  # noqa: N802
