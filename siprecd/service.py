@@ -94,10 +94,12 @@ def make_service(reactor: Any, config: Config) -> MultiService:
 
     top = MultiService()
     controller, controller_service = build_controller(reactor, config)
-    controller_service.setServiceParent(top)
     stack = build_stack(reactor, config, controller)
     controller.attach(stack)
+    # Stopped in reverse: the controller ends its sessions (BYE, files finalized) while the SIP
+    # transports are still up, then the listeners close.
     SIPListeners(reactor, stack, config).setServiceParent(top)
+    controller_service.setServiceParent(top)
     if config.web.port:
         endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
         StreamServerEndpointService(endpoint, Site(root(reactor))).setServiceParent(top)

@@ -74,6 +74,12 @@ def run(name: str) -> tuple[SIPStack, list[str]]:
 
 
 class TortureTests(SynchronousTestCase):
+    def test_alternatives_are_ones_the_rfc_allows(self) -> None:
+        by_name = {entry["name"]: entry for entry in MANIFEST}
+        for name, code in ALTERNATIVES.items():
+            allowed = by_name[name].get("also_ok", [])
+            self.assertTrue(code in allowed or (code != "400" and "parse" in allowed), name)
+
     def test_manifest_is_complete(self) -> None:
         names = {entry["name"] for entry in MANIFEST}
         files = {f[:-4] for f in os.listdir(DATA) if f.endswith(".dat")}
