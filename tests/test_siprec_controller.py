@@ -177,6 +177,9 @@ class Call:
         self.to_tag: str | None = None
         self.cseq = 0
         self.last_invite_cseq = 0
+        self.last_invite_branch = ""
+        self.last_invite_status = 0
+        self.error_to_tag: str | None = None
         self.request_uri = f"sip:srs@{SRS_ADDRESS}:5060"
 
     def build(self, method: str, *, body: bytes = b"", content_type: str | None = None,
@@ -211,20 +214,32 @@ class Call:
         data, branch = self.build(method, body=body, content_type=content_type, **kwargs)
         if method == "INVITE":
             self.last_invite_cseq = self.cseq
+            self.last_invite_branch = branch
         before = len(self.test.udp.sent)
         self.test.stack.receive(data, SRC)
         finals = [r for r in self.test.responses(before) if r.top_via.branch == branch and r.status >= 200]
         self.test.assertEqual(len(finals), 1, f"{method}: expected one final response, got {finals}")
         response = finals[0]
-        if method == "INVITE" and response.status < 300 and self.to_tag is None:
-            self.to_tag = response.to.tag
+        if method == "INVITE":
+            self.last_invite_status = response.status
+            self.error_to_tag = response.to.tag if response.status >= 300 else None
+            if response.status < 300 and self.to_tag is None:
+                self.to_tag = response.to.tag
         return response
 
     def invite(self, body: bytes, content_type: str = "application/sdp", **kwargs: Any) -> Response:
         return self.request("INVITE", body, content_type, **kwargs)
 
     def ack(self) -> None:
-        data, _ = self.build("ACK", cseq=self.last_invite_cseq)
+        """ACK the last INVITE: a new transaction for a 2xx, the INVITE's own branch (and To
+        tag) for an error response (RFC 3261 §17.1.1.3)."""
+        if self.last_invite_status >= 300:
+            to_tag = self.to_tag
+            self.to_tag = self.to_tag or self.error_to_tag
+            data, _ = self.build("ACK", cseq=self.last_invite_cseq, branch=self.last_invite_branch)
+            self.to_tag = to_tag
+        else:
+            data, _ = self.build("ACK", cseq=self.last_invite_cseq)
         before = len(self.test.udp.sent)
         self.test.stack.receive(data, SRC)
         self.test.assertEqual(self.test.responses(before), [])
@@ -236,12 +251,9 @@ class Call:
         self.ack()
         return response
 
-    def reinvite(self, body: bytes = b"", content_type: str | None = None) -> Response:
+    def reinvite(self, body: bytes = b"", content_type: str = "application/sdp") -> Response:
         response = self.request("INVITE", body, content_type if body else None)
-        if response.status < 300:
-            self.ack()
-        else:
-            self.ack()  # the ACK for a non-2xx final response is hop by hop; harmless here
+        self.ack()
         return response
 
 
@@ -372,8 +384,7 @@ class DetectionTests(ControllerTestCase):
         call = Call(self)
         response = call.setup(*self.offer(), require=False)
         # The SRS's own Contact: never the SRC's (+sip.src must not be echoed).
-        self.assertEqual(response.headers.get("Contact"), f"<sip:srs@{SRS_ADDRESS}:5060>;+sip.srs")
-        self.assertNotIn("+sip.src", response.to_bytes().decode().split("\r\n\r\n")[0].split("Contact:", 1)[1].split("\r\n")[0])
+        self.assertEqual(response.headers.get_raw("Contact"), [f"<sip:srs@{SRS_ADDRESS}:5060>;+sip.srs"])
         self.assertIs(self.session(call)["siprec"], True)
 
     def test_plain_invite_refused(self) -> None:
@@ -382,6 +393,10 @@ class DetectionTests(ControllerTestCase):
         self.assert_warning(response, 488, "not a SIPREC INVITE")
         self.assertIn("accept_plain_calls", response.headers.get("Warning") or "")
         call.ack()
+        # The ACK matched the INVITE transaction: the 488 is not retransmitted (timer G stopped).
+        sent = len(self.udp.sent)
+        self.reactor.advance(4)
+        self.assertEqual(len(self.udp.sent), sent)
         self.assertEqual(self.sessions(), {})
         self.assertEqual(self.bound(), [])
         self.assertEqual(self.controller.counters, {"plain_calls_refused": 1})
@@ -514,6 +529,13 @@ class AnswerTests(ControllerTestCase):
         self.assert_nothing_bound()
         self.assert_quiet()
 
+    def test_broken_multipart(self) -> None:
+        call = Call(self)
+        response = call.invite(b"v=0\r\n", "multipart/mixed;boundary=missing")
+        self.assertEqual((response.status, response.reason), (400, "multipart body has no delimiter line '--missing'"))
+        self.assertEqual(self.sessions(), {})
+        self.assertEqual(self.reactor.every_udp_port, [])
+
     def test_no_sdp_part(self) -> None:
         call = Call(self)
         response = call.invite(*multipart(None, rfc7865("complete.xml")))
@@ -599,6 +621,19 @@ class AdmissionTests(ControllerTestCase):
         self.assertEqual(self.controller.counters, {"storage_errors": 1})
         self.assertFalse(os.path.exists(self.recordings) and os.listdir(self.recordings))
         self.assert_quiet()
+
+    def test_disk_full_writing_session_json(self) -> None:
+        def full(self: SessionFiles, name: str, document: dict[str, Any]) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        call = Call(self)
+        with mock.patch.object(SessionFiles, "write_json", full):
+            response = call.invite(sdp_offer(audio(10000, "a")))
+        self.assertEqual((response.status, response.reason), (503, "recording storage is full"))
+        self.assert_nothing_bound()
+        # The session directory was made, then removed: no directory without a session.json.
+        self.assertEqual(glob.glob(os.path.join(self.recordings, "*", "*", "*", "*")), [])
+        self.assertEqual(self.controller.counters, {"storage_errors": 1})
 
     def test_storage_not_writable(self) -> None:
         def denied(self: SessionFiles) -> None:
@@ -693,6 +728,8 @@ for _name, _display in (("connectel-offer.txt", "test_user;lang=en-US;id=22"),
 
 
 class CorpusTests(ControllerTestCase):
+    environment = {"SIPRECD_MEDIA_PORT_MAX": str(PORT_MIN + 999)}
+
     def run_offer(self, body: bytes, content_type: str) -> tuple[Call, Response, dict[str, Any]]:
         call = Call(self)
         response = call.setup(body, content_type)
@@ -702,9 +739,10 @@ class CorpusTests(ControllerTestCase):
     def check(self, name: str) -> None:
         mlines, participants, streams = CORPUS_EXPECTED[name]
         body, content_type = corpus_offer(name)
-        before = self.controller.ports.in_use
+        # Pairs are handed out in turn through the range (a released one is not reused at once).
+        base = PORT_MIN + 2 * self.pairs_used
         call, response, document = self.run_offer(body, content_type)
-        base = PORT_MIN + 2 * before
+        self.pairs_used += len(mlines)
         self.assertEqual(
             [(m.port, m.formats, m.own_direction, m.label) for m in self.answer(response).media],
             [(base + offset, formats, direction, label) for offset, formats, direction, label in mlines],
@@ -722,6 +760,7 @@ class CorpusTests(ControllerTestCase):
     def test_every_corpus_offer(self) -> None:
         names = sorted(p.name for p in CORPUS.glob("*.txt") if not p.name.startswith("sample-"))
         self.assertEqual(sorted(CORPUS_EXPECTED), names)
+        self.pairs_used = 0
         for name in names:
             self.check(name)
         self.assert_nothing_bound()
@@ -735,17 +774,23 @@ class CorpusTests(ControllerTestCase):
             directory = self.session_dir(call)
             if content_type == "application/sdp":
                 self.assertEqual(document["metadata_files"], [])
+                self.bye(call)
                 continue
             boundary = content_type.split("boundary=")[1].encode()
             # The metadata part's body: between the blank line after its headers and the CRLF
             # before the next delimiter (RFC 2046 §5.1.1).
+            # procomm has no close delimiter: its last part runs to the end of the body.
             chunks = body.split(b"--" + boundary)
-            expected = [c.split(b"\r\n\r\n", 1)[1][:-2] for c in chunks[1:]
-                        if b"recording-session" in c.split(b"\r\n\r\n", 1)[0]]
+            expected = [
+                c.split(b"\r\n\r\n", 1)[1][: -2 if i < len(chunks) - 1 else None]
+                for i, c in enumerate(chunks)
+                if i and b"recording-session" in c.split(b"\r\n\r\n", 1)[0]
+            ]
             self.assertEqual(len(expected), 1, name)
             self.assertEqual(document["metadata_files"], ["metadata-0001.xml"], name)
             self.assertEqual(Path(directory, "metadata-0001.xml").read_bytes(), expected[0], name)
             self.assertTrue(document["metadata_versions"][0]["parsed"], name)
+            self.bye(call)
 
     def test_inactive_first_offer_is_paused(self) -> None:
         _, _, document = self.run_offer(*corpus_offer("inactive-sdp-offer.txt"))
@@ -1014,6 +1059,15 @@ class MidDialogTests(ControllerTestCase):
         self.assert_nothing_bound()
         self.assert_quiet()
 
+    def test_duplicate_labels_keep_their_ports(self) -> None:
+        call = Call(self)
+        offer = sdp_offer(audio(10000, "1"), audio(10002, "1"), audio(10004, None))
+        self.assertEqual([m.port for m in self.answer(call.setup(offer)).media], [PORT_MIN, PORT_MIN + 2, PORT_MIN + 4])
+        for version in (2, 3):
+            response = call.reinvite(sdp_offer(audio(10000, "1"), audio(10002, "1"), audio(10004, None), version=version))
+            self.assertEqual([m.port for m in self.answer(response).media], [PORT_MIN, PORT_MIN + 2, PORT_MIN + 4])
+        self.assertEqual(len(self.reactor.every_udp_port), 6)
+
     def test_reinvite_with_bad_sdp_leaves_session_unchanged(self) -> None:
         call, ports = self.start_call()
         before = self.session(call)
@@ -1119,6 +1173,32 @@ class MidDialogTests(ControllerTestCase):
         self.assert_nothing_bound()
         self.assert_quiet()
 
+    def test_session_json_is_final_when_the_bye_is_answered(self) -> None:
+        call, _ = self.start_call()
+        seen: list[tuple[int, str, int]] = []
+        send = self.udp.send
+
+        def spy(data: bytes, host: str, port: int) -> None:
+            message = parse_message(data)
+            if isinstance(message, Response) and message.cseq.method == "BYE":
+                document = self.session(call)
+                seen.append((message.status, document["state"], len(document["metadata_files"])))
+            send(data, host, port)
+
+        self.udp.send = spy  # type: ignore[method-assign]
+        self.bye(call, rfc7865("partial-hold.xml"), "application/rs-metadata+xml")
+        self.assertEqual(seen, [(200, "ended", 2)])
+        self.assertEqual(self.controller.finished, 1)
+        self.assertEqual(self.session(call)["end_reason"], "BYE from the SRC")
+
+    def test_bye_with_broken_multipart_body(self) -> None:
+        call, _ = self.start_call()
+        self.bye(call, b"no delimiter here\r\n", "multipart/mixed;boundary=nothere")
+        document = self.session(call)
+        self.assertEqual((document["state"], document["metadata_files"]), ("ended", ["metadata-0001.xml"]))
+        self.assertEqual(self.controller.counters, {"bad_bodies": 1})
+        self.assert_nothing_bound()
+
     def test_bye_with_multipart_metadata(self) -> None:
         call, _ = self.start_call()
         self.bye(call, *multipart(None, rfc7865("partial-hold.xml")))
@@ -1168,6 +1248,7 @@ class MidDialogTests(ControllerTestCase):
         document = self.session(call)
         self.assertEqual((document["state"], document["end_reason"]), ("ended", "no ACK for 2xx"))
         self.assert_nothing_bound()
+        self.assert_quiet()  # the unanswered BYE times out (timer F) and nothing is left
 
     def test_bye_from_src_releases_everything(self) -> None:
         call, _ = self.start_call()

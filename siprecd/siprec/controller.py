@@ -9,7 +9,9 @@ either side, CANCEL, missing ACK) finalizes the session.
 from __future__ import annotations
 
 import secrets
+import shutil
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -17,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from siprecd.config import Config
-from siprecd.errors import NotAcceptableHere, ServiceUnavailable
+from siprecd.errors import BadRequest, NotAcceptableHere, ServiceUnavailable
 from siprecd.media.ports import PortAllocator
 from siprecd.recording.files import DISK_FULL, SessionFiles, session_directory
 from siprecd.recording.session import RecordingSession, SessionState
@@ -42,6 +44,15 @@ def is_siprec(request: Request) -> bool:
 
 def sdp_part(parts: list[BodyPart]) -> BodyPart | None:
     return next((p for p in parts if p.content_type == "application/sdp"), None)
+
+
+@dataclass
+class Call:
+    """What the controller keeps on a dialog: its session, stream table and last answer."""
+
+    session: RecordingSession
+    streams: StreamTable
+    answer: bytes
 
 
 class Controller:
@@ -92,7 +103,9 @@ class Controller:
             raise
         streams.commit()
         session.streams = streams.all
-        dialog.session = (session, streams, answer)
+        # An initial offer may already be on hold (all m-lines inactive): paused from the start.
+        session.update_state()
+        dialog.session = Call(session, streams, answer)
         self.sessions[session.session_id] = session
         self.metadata.take(session, parts, request.method)
         self._store_sdp(session, "offer", offer_part.body)
@@ -114,27 +127,47 @@ class Controller:
         return self._renegotiate(request, dialog)
 
     def info(self, request: Request, dialog: Dialog) -> ResponseSpec:
-        found = self._session(dialog)
-        if found is not None and request.body:
+        call = self._call(dialog)
+        if call is not None and request.body:
             parts = parse_body(request.headers.get("Content-Type"), request.body)
-            if self.metadata.take(found[0], parts, request.method):
-                self._save(found[0])
+            if self.metadata.take(call.session, parts, request.method):
+                self._save(call.session)
         return ResponseSpec(200, "OK")
 
     def bye(self, request: Request, dialog: Dialog) -> None:
-        found = self._session(dialog)
-        if found is not None and request.body:
-            parts = parse_body(request.headers.get("Content-Type"), request.body)
-            self.metadata.take(found[0], parts, request.method)
+        call = self._call(dialog)
+        if call is None:
+            return
+        try:
+            if request.body:
+                parts = parse_body(request.headers.get("Content-Type"), request.body)
+                self.metadata.take(call.session, parts, request.method)
+        except BadRequest as error:
+            # The BYE is answered 200 whatever its body; a broken one is logged, not raised.
+            self._count("bad_bodies")
+            log.warn(
+                "BYE of session {session_id} has a body that cannot be read: {error}",
+                session_id=call.session.session_id,
+                error=error.reason,
+            )
+        finally:
+            # Finalized before the 200 leaves: an SRC (or anyone watching) that has the 200
+            # finds session.json final, with the BYE's metadata in it.
+            self._finish(dialog, "BYE from the SRC")
 
     def acked(self, dialog: Dialog) -> None:
         pass
 
     def dialog_ended(self, dialog: Dialog, reason: str) -> None:
-        found = self._session(dialog)
-        if found is None:
+        self._finish(dialog, reason)
+
+    def _finish(self, dialog: Dialog, reason: str) -> None:
+        call = self._call(dialog)
+        if call is None:
             return
-        session, streams, _ = found
+        session, streams = call.session, call.streams
+        if session.state == SessionState.ENDED:
+            return
         streams.release_all()
         session.state = SessionState.ENDED
         session.ended_at = self.clock.seconds()
@@ -151,10 +184,10 @@ class Controller:
     # --- negotiation ------------------------------------------------------------------------
 
     def _renegotiate(self, request: Request, dialog: Dialog) -> ResponseSpec:
-        found = self._session(dialog)
-        if found is None:
+        call = self._call(dialog)
+        if call is None:
             raise NotAcceptableHere("no recording session for this dialog")
-        session, streams, answer = found
+        session, streams, answer = call.session, call.streams, call.answer
         parts = parse_body(request.headers.get("Content-Type"), request.body)
         offer_part = sdp_part(parts)
         metadata_changed = self.metadata.take(session, parts, request.method)
@@ -165,16 +198,19 @@ class Controller:
                 return ResponseSpec(200, "OK")
             # An offerless re-INVITE: our current SDP is the offer; the ACK carries the answer.
             return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
-        offer = parse(offer_part.body)
-        # A failed re-offer leaves the session as it was (RFC 3261 §14.2).
+        # A failed re-offer leaves the session as it was (RFC 3261 §14.2); metadata it carried
+        # has been stored, so session.json must list it all the same.
         try:
+            offer = parse(offer_part.body)
             answer = self._negotiate(session, streams, offer, request, dialog)
         except BaseException:
             streams.abort()
+            if metadata_changed:
+                self._save(session)
             raise
         streams.commit()
         session.streams = streams.all
-        dialog.session = (session, streams, answer)
+        call.answer = answer
         session.update_state()
         self._store_sdp(session, "offer", offer_part.body)
         self._store_sdp(session, "answer", answer)
@@ -242,11 +278,17 @@ class Controller:
         )
 
     def _create_files(self, session: RecordingSession) -> None:
+        files = SessionFiles(session.directory)
+        created = False
         try:
-            SessionFiles(session.directory).create()
-            SessionFiles(session.directory).write_json("session.json", session.to_json())
+            files.create()
+            created = True
+            files.write_json("session.json", session.to_json())
         except OSError as error:
             self._count("storage_errors")
+            if created:
+                # No directory without a session.json for a call that was refused.
+                shutil.rmtree(session.directory, ignore_errors=True)
             full = error.errno in DISK_FULL
             log.error(
                 "cannot create recording session directory {path}: {error}",
@@ -275,13 +317,14 @@ class Controller:
             log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, error=error)
 
     @staticmethod
-    def _session(dialog: Dialog) -> tuple[RecordingSession, StreamTable, bytes] | None:
+    def _call(dialog: Dialog) -> Call | None:
         return dialog.session  # type: ignore[no-any-return]
 
     def shutdown(self) -> None:
         """End every session's recording (service stop): files are finalized, ports released."""
         if self.stack is None:
             return
+        self.stack.core.draining = True  # new INVITEs get 503 from now on
         for dialog in list(self.stack.core.dialogs):
             if dialog.session is not None:
                 self.stack.core.hang_up(dialog, "SRS shutting down")

@@ -35,8 +35,14 @@ class StreamTable:
         live = {s.key: s for s in self.current if s.ports is not None}
         pending: list[RecordedStream] = []
         ports: list[int | None] = []
+        seen: dict[str, int] = {}
         for choice in plan:
             key = stream_key(choice)
+            # A label used twice in one offer (against RFC 4574, but SRCs do it): the second
+            # use is its own stream, so that every re-offer finds each pair where it was.
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 1:
+                key = f"{key}#{seen[key]}"
             stream = live.pop(key, None) if choice.accepted else None
             if stream is None:
                 stream = RecordedStream(key=key, choice=choice)
