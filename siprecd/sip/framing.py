@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from siprecd.sip.message import Limits, head_end
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.I | re.M)
+# ``$`` under re.M matches before LF only: ``\r?`` lets CRLF-terminated lines match too.
+_CONTENT_LENGTH = re.compile(
+    rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$", re.I | re.M
+)
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,18 @@ class StreamFramer:
         while stripped < len(buffer) and buffer[stripped] in (13, 10):
             stripped += 1
         if stripped:
-            ping = bytes(buffer[:stripped]).count(b"\r\n\r\n")
-            if stripped == len(buffer) and not buffer.endswith(b"\n"):
-                return None  # a lone CR: wait for the rest of the line
-            del buffer[:stripped]
-            if ping:
+            # One event per CRLFCRLF ping, however the reads split them; anything else in the
+            # run is a stray line end.
+            ping = buffer.find(b"\r\n\r\n", 0, stripped)
+            if ping >= 0:
+                del buffer[: ping + 4]
                 return KeepAlive()
+            if stripped == len(buffer):
+                # Perhaps a ping split across reads: keep the tail that could still complete it
+                # (never more than 3 bytes), and wait.
+                del buffer[: max(0, stripped - 3)]
+                return None
+            del buffer[:stripped]
         if not buffer:
             return None
         end = head_end(buffer)

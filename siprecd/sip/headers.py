@@ -396,7 +396,12 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN.match(parts[1]):
+    # isdigit() alone admits "\u00b2", on which int() raises: only ASCII digits are numbers.
+    if (
+        len(parts) != 2
+        or not (parts[0].isascii() and parts[0].isdigit())
+        or not TOKEN.match(parts[1])
+    ):
         raise BadRequest(f"malformed CSeq {value!r}")
     number = int(parts[0])
     if number >= 2**31:

@@ -134,7 +134,7 @@ class Request(Message):
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or int(value) > 255:
+        if not (value.isascii() and value.isdigit()) or int(value) > 255:
             raise BadRequest(f"malformed Max-Forwards {value!r}")
         return int(value)
 
@@ -307,7 +307,7 @@ def _body(headers: Headers, body: bytes, stream: bool) -> bytes:
     if len(values) > 1:
         raise BadRequest(f"conflicting Content-Length headers {sorted(values)}")
     value = values.pop()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise BadRequest(f"malformed Content-Length {value!r}")
     length = int(value)
     if length > len(body):

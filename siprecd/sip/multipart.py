@@ -65,9 +65,10 @@ def parse_multipart(content_type: str, body: bytes) -> list[BodyPart]:
         raise MultipartError(f"multipart Content-Type {content_type!r} has no boundary parameter")
     if len(boundary) > 200:
         raise MultipartError("multipart boundary is longer than 200 characters")
-    delimiter = re.compile(
-        rb"(?:^|\r?\n)--" + re.escape(boundary.encode("latin-1")) + rb"(--)?[ \t]*(?:\r?\n|$)"
-    )
+    # Header values were decoded from bytes with surrogateescape: encode the same way, so that
+    # any boundary (even a non-ASCII one) maps back to the bytes that were on the wire.
+    wire = boundary.encode("utf-8", "surrogateescape")
+    delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(wire) + rb"(--)?[ \t]*(?:\r?\n|$)")
     matches = list(delimiter.finditer(body))
     if not matches:
         raise MultipartError(f"multipart body has no delimiter line '--{boundary}'")

@@ -103,7 +103,10 @@ def stamp_via(request: Request, source: Source) -> None:
     if via.rport is not None:
         params[names.index("rport")] = ("rport", str(source.port))
         changed = True
-    if via.host.strip("[]") != source.host or via.rport is not None:
+    # A received the sender wrote itself is never trusted: it would steer our responses (and
+    # their retransmissions) to a third party.
+    stale = via.received is not None and via.received != source.host
+    if via.host.strip("[]") != source.host or via.rport is not None or stale:
         params = [p for p in params if p[0].lower() != "received"]
         params.append(("received", source.host))
         changed = True

@@ -329,6 +329,12 @@ class TransactionLayer:
         key = server_key(request)
         transaction = self._server.get(key)
         if transaction is not None:
+            if request.method == "ACK" and transaction.state == State.ACCEPTED:
+                # RFC 6026 §7.1: an ACK that matches an INVITE transaction in Accepted (a peer
+                # reusing the INVITE's branch, or an RFC 2543 peer) is the 2xx's ACK: TU.
+                transaction.ack_for_2xx()
+                self.tu.ack_received(request, source)
+                return
             transaction.retransmission(request)
             return
         if request.method == "ACK":

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from siprecd.errors import BadRequest, SIPError
 from siprecd.sip.dialog import Dialog, DialogState, DialogTable
+from siprecd.sip.headers import parse_name_addr
 from siprecd.sip.message import REASONS, Request, Response, ResponseSpec, make_response
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.source import Source
@@ -391,6 +392,14 @@ class UASCore:
         if source.connection is not None and source.connection.open:
             return source
         uri = dialog.remote_target
+        if dialog.route_set:
+            # RFC 3261 §12.2.1.1 and §8.1.2: with a route set the request goes to the first
+            # route (a loose router, typically the proxy the INVITE came through), not straight
+            # to the remote target, which may not be reachable from here.
+            try:
+                uri = parse_name_addr(dialog.route_set[0], "Route").uri
+            except BadRequest:
+                return Source(source.transport, source.host, source.port)
         if isinstance(uri, SipURI) and _is_ip(uri.host):
             transport = uri.transport or source.transport
             default = 5061 if transport == "TLS" else 5060
