@@ -215,11 +215,15 @@ class Invite2xxTests(LayerTestCase):
         ack = request("ACK", branch=new_branch(), to_tag="srs-tag")
         self.layer.request_received(ack, UDP)
         self.assertEqual(self.tu.acks, [(ack, UDP)])
+        # RFC 6026: Accepted until timer L, absorbing late INVITE copies, then terminated.
+        self.assertEqual(transaction.state, State.ACCEPTED)
+        self.layer.request_received(request("INVITE"), UDP)
+        self.assertEqual(len(self.tu.requests), 1)
+        self.advance(40)
         self.assertEqual(transaction.state, State.TERMINATED)
         self.assertEqual(len(self.layer), 0)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.advance(40)
         self.assertEqual(self.sender.times(200), [0, 0.5, 1.5, 3.5])
+        self.assertEqual(self.tu.timed_out, [])
         self.assertEqual(self.tu.timed_out, [])
 
     def test_ack_with_other_to_tag_does_not_stop_2xx(self) -> None:
@@ -245,8 +249,9 @@ class Invite2xxTests(LayerTestCase):
         self.assertEqual(ack.top_via.branch, transaction.request.top_via.branch)
         self.layer.request_received(ack, UDP)
         self.assertEqual(self.tu.acks, [(ack, UDP)])
-        self.assertEqual(transaction.state, State.TERMINATED)
+        self.assertEqual(transaction.state, State.ACCEPTED)
         self.advance(40)
+        self.assertEqual(transaction.state, State.TERMINATED)
         self.assertEqual(self.sender.times(200), [0, 0.5])
         self.assertEqual(self.tu.timed_out, [])
 
@@ -270,9 +275,12 @@ class Invite2xxTests(LayerTestCase):
         self.layer.request_received(
             request("ACK", branch=new_branch(), to_tag=transaction.to_tag), self.tcp
         )
-        self.assertEqual(transaction.state, State.TERMINATED)
+        self.assertEqual(transaction.state, State.ACCEPTED)
         self.assertEqual(len(self.tu.acks), 1)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.advance(40)
+        self.assertEqual(transaction.state, State.TERMINATED)
+        self.assertEqual(self.sender.statuses(), [100, 200])
+        self.assertEqual(self.tu.timed_out, [])
 
     def test_reliable_timer_l(self) -> None:
         transaction = self.invite(self.tcp)
@@ -397,8 +405,9 @@ class RFC2543Tests(LayerTestCase):
         ack = request("ACK", via=via, to_tag="t1")
         self.layer.request_received(ack, UDP)
         self.assertEqual(self.tu.acks, [(ack, UDP)])
-        self.assertEqual(transaction.state, State.TERMINATED)
+        self.assertEqual(transaction.state, State.ACCEPTED)
         self.advance(40)
+        self.assertEqual(transaction.state, State.TERMINATED)
         self.assertEqual(self.sender.times(200), [0])
         self.assertEqual(self.tu.timed_out, [])
 

@@ -84,7 +84,7 @@ def parse_multipart(content_type: str, body: bytes) -> list[BodyPart]:
 
 
 def _parse_part(data: bytes, number: int) -> BodyPart:
-    headers = Headers()
+    fields: list[tuple[str, str]] = []
     offset = 0
     # Headers end at the first empty line; a part may have none (then it starts empty line).
     while True:
@@ -95,14 +95,14 @@ def _parse_part(data: bytes, number: int) -> BodyPart:
         if not line:
             break
         text = line.decode("utf-8", "replace")
-        if text[:1] in (" ", "\t") and len(headers):
-            name, value = list(headers)[-1]
-            headers.set(name, value + " " + text.strip())
+        if text[:1] in (" ", "\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + " " + text.strip())  # a folded continuation line
             continue
         name, colon, value = text.partition(":")
         if not colon or not name.strip() or " " in name.strip():
             raise MultipartError(f"part {number}: header line {text[:60]!r} has no name or ':'")
-        headers.add(name.strip(), value.strip())
+        fields.append((name.strip(), value.strip()))
         if offset >= len(data):
             break
-    return BodyPart(headers, data[offset:])
+    return BodyPart(Headers(fields), data[offset:])

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from siprecd.errors import BadRequest
+from siprecd.sip.dialog import new_tag
 from siprecd.sip.headers import canonical_name, split_list
 from siprecd.sip.message import (
     Limits,
@@ -138,8 +139,13 @@ def stateless_error(data: bytes, code: int, phrase: str) -> bytes | None:
         if not colon:
             continue
         name = canonical_name(name.strip())
-        if name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if name in ("Via", "From", "Call-ID", "CSeq"):
             copied.append(f"{name}: {value.strip()}")
+        elif name == "To":
+            value = value.strip()
+            # Every final response carries a To tag (RFC 3261 §8.2.6.2).
+            tagged = ";tag=" in value.replace(" ", "").lower()
+            copied.append(f"To: {value}" if tagged else f"To: {value};tag={new_tag()}")
     if not any(line.startswith("Via:") for line in copied):
         return None
     out = [f"SIP/2.0 {code} {phrase}"] + copied + ["Server: siprecd", "Content-Length: 0", "", ""]

@@ -143,6 +143,7 @@ class ServerTransaction:
         # RFC 3261 §8.2.6.2: every response but 100 carries a To tag; the UAS core replaces
         # this one with the dialog's local tag when the request creates or is in a dialog.
         self.to_tag: str | None = request.to.tag or new_tag()
+        self.acked = False
 
     @property
     def final_sent(self) -> bool:
@@ -201,9 +202,10 @@ class ServerTransaction:
             self.layer.sender.send_response(self.last_response, self.source)
 
     def ack_for_2xx(self) -> None:
+        # RFC 6026 §8.7: stay Accepted until timer L so a late copy of the INVITE is absorbed
+        # here instead of starting a second dialog (and a second recording).
+        self.acked = True
         self.timers.stop("G2xx")
-        self.timers.stop("L")
-        self.terminate()
 
     def terminate(self) -> None:
         if self.state == State.TERMINATED:
@@ -243,7 +245,8 @@ class ServerTransaction:
 
     def _timer_l(self) -> None:
         self.terminate()
-        self.layer.tu.ack_timed_out(self)
+        if not self.acked:
+            self.layer.tu.ack_timed_out(self)
 
 
 class ClientTransaction:
