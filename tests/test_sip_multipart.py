@@ -174,3 +174,14 @@ class MultipartTests(SynchronousTestCase):
         self.assertEqual(content_type_param("multipart/mixed;x=y", "x"), "y")
         self.assertIsNone(content_type_param("multipart/mixed", "boundary"))
         self.assertIsNone(content_type_param("multipart/mixed;boundary", "boundary"))
+
+
+class FoldedPartHeaderTests(SynchronousTestCase):
+    def test_folded_line_joins_only_its_own_field(self) -> None:
+        body = (
+            b"--b\r\nX-Note: one\r\nX-Note: two\r\n  continued\r\n"
+            b"Content-Type: application/sdp\r\n\r\nv=0\r\n--b--\r\n"
+        )
+        (part,) = parse_multipart("multipart/mixed;boundary=b", body)
+        self.assertEqual(part.headers.get_raw("X-Note"), ["one", "two continued"])
+        self.assertEqual(part.content_type, "application/sdp")
