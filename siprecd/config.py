@@ -103,6 +103,30 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _choice(*options: str) -> Parser:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _codecs(text: str) -> tuple[str, ...]:
+    # Only codecs the SRS decodes may be chosen: anything else would be recorded as noise.
+    from siprecd.media.codecs import SUPPORTED_CODECS
+
+    names = _names(text)
+    known = {name.lower() for name in SUPPORTED_CODECS}
+    unknown = [name for name in names if name.split("/")[0].lower() not in known]
+    if unknown:
+        raise ValueError(
+            f"no decoder for {', '.join(unknown)} (supported: {', '.join(sorted(SUPPORTED_CODECS))})"
+        )
+    return names
+
+
 PORT = _int(0, 65535)
 
 SCHEMA: dict[str, list[Key]] = {
@@ -152,9 +176,55 @@ SCHEMA: dict[str, list[Key]] = {
         ),
         Key("port_min", _int(1024, 65534), "20000", "Lowest RTP port (even); RTCP is RTP+1."),
         Key("port_max", _int(1025, 65535), "30000", "Highest RTCP port."),
+        Key(
+            "latch",
+            _choice("first", "sdp"),
+            "first",
+            "Symmetric RTP: 'first' latches each stream to the first address that sends to it; "
+            "'sdp' also requires that address to be the SDP's c= address.",
+        ),
+        Key(
+            "receive_buffer",
+            _int(0, 64 * 1024 * 1024),
+            "262144",
+            "SO_RCVBUF of each RTP/RTCP socket, bytes (0: the system default).",
+        ),
+        Key(
+            "reorder_window",
+            _int(0, 1000),
+            "8",
+            "Packets held after a gap waiting for a late packet before it is given up as lost.",
+        ),
+        Key(
+            "max_reorder_delay",
+            _float(0, 10),
+            "0.2",
+            "Seconds a held packet waits for a missing one before that one counts as lost.",
+        ),
+        Key("rtcp_interval", _float(1, 60), "5.0", "Seconds between RTCP receiver reports."),
     ],
     "recording": [
         Key("directory", _path, "/var/lib/siprecd/recordings", "Where recording sessions are written."),
+        Key(
+            "mix",
+            _choice("stereo", "mono", "none"),
+            "stereo",
+            "Besides one file per stream: 'stereo' writes a two-party call as one stereo WAV "
+            "(a participant per channel), 'mono' a mixed-down WAV, 'none' nothing more.",
+        ),
+        Key(
+            "opus_passthrough",
+            _bool,
+            "false",
+            "Store Opus streams as Ogg Opus (RFC 7845) without re-encoding instead of WAV.",
+        ),
+        Key("chunk_size", _int(1024, 4 * 1024 * 1024), "16384", "Bytes buffered per file between writes."),
+        Key(
+            "flush_interval",
+            _float(0.1, 60),
+            "1.0",
+            "Seconds between flushes of every open file (what a crash can lose at most).",
+        ),
     ],
     "siprec": [
         Key(
@@ -167,11 +237,10 @@ SCHEMA: dict[str, list[Key]] = {
         Key("max_sessions", _int(1, 1000000), "1000", "Most concurrent recording sessions; then 503."),
         Key(
             "codec_preference",
-            _names,
+            _codecs,
             "PCMU PCMA G722 opus",
             "Codecs chosen from an offer, most preferred first.",
         ),
-        Key("record_video", _bool, "false", "Accept video m-lines (otherwise answered with port 0)."),
         Key("max_metadata_size", _int(1024, 16777216), "1048576", "Largest metadata document parsed, bytes."),
         Key("retry_after", _int(1, 3600), "10", "Retry-After seconds on 503 for overload."),
     ],
@@ -209,11 +278,20 @@ class MediaConfig:
     advertised_address: str | None
     port_min: int
     port_max: int
+    latch: str
+    receive_buffer: int
+    reorder_window: int
+    max_reorder_delay: float
+    rtcp_interval: float
 
 
 @dataclass(frozen=True)
 class RecordingConfig:
     directory: str
+    mix: str
+    opus_passthrough: bool
+    chunk_size: int
+    flush_interval: float
 
 
 @dataclass(frozen=True)
@@ -221,7 +299,6 @@ class SiprecConfig:
     accept_plain_calls: bool
     max_sessions: int
     codec_preference: tuple[str, ...]
-    record_video: bool
     max_metadata_size: int
     retry_after: int
 

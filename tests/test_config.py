@@ -76,7 +76,7 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIs(config.siprec.accept_plain_calls, True)
         self.assertEqual(config.siprec.codec_preference, ("PCMA", "PCMU"))
         with self.assertRaises(ConfigError) as raised:
-            load_config(None, {"SIPRECD_SIPREC_RECORD_VIDEO": "maybe"})
+            load_config(None, {"SIPRECD_RECORDING_OPUS_PASSTHROUGH": "maybe"})
         self.assertIn("'maybe' is not a boolean", raised.exception.errors[0])
 
     def test_unreadable_file(self) -> None:

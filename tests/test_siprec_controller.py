@@ -24,7 +24,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from siprecd.config import load_config
+from siprecd.config import ConfigError, load_config
 from siprecd.recording.files import SessionFiles
 from siprecd.sdp import SessionDescription, parse
 from siprecd.service import build_stack
@@ -272,6 +272,7 @@ class ControllerTestCase(SynchronousTestCase):
             "SIPRECD_RECORDING_DIRECTORY": self.recordings,
             "SIPRECD_MEDIA_PORT_MIN": str(PORT_MIN),
             "SIPRECD_MEDIA_PORT_MAX": str(PORT_MIN + 19),
+            "SIPRECD_MEDIA_RECEIVE_BUFFER": "0",  # the fake UDP ports have no real socket
             **self.environment,
             **environment,
         }
@@ -493,15 +494,11 @@ class AnswerTests(ControllerTestCase):
         response = call.setup(sdp_offer(audio(10000, "1", formats="8 0")))
         self.assertEqual(self.answer(response).media[0].formats, ["0"])
 
-    def test_video_recorded_when_enabled(self) -> None:
-        self.start(SIPRECD_SIPREC_RECORD_VIDEO="true", SIPRECD_SIPREC_CODEC_PREFERENCE="PCMU H264")
-        call = Call(self)
-        offer = sdp_offer(audio(10000, "a"), "m=video 10010 RTP/AVP 96\na=rtpmap:96 H264/90000\na=label:v\na=sendonly\n")
-        answer = self.answer(call.setup(offer))
-        self.assertEqual(
-            [(m.media, m.port, m.formats, m.own_direction) for m in answer.media],
-            [("audio", PORT_MIN, ["0", "101"], "recvonly"), ("video", PORT_MIN + 2, ["96"], "recvonly")],
-        )
+    def test_codecs_without_a_decoder_cannot_be_preferred(self) -> None:
+        # An SRS that cannot decode a codec must refuse it in the answer, never record noise.
+        with self.assertRaises(ConfigError) as raised:
+            self.start(SIPRECD_SIPREC_CODEC_PREFERENCE="PCMU H264")
+        self.assertIn("no decoder for H264", raised.exception.errors[0])
 
     def test_media_address_advertised(self) -> None:
         self.start(SIPRECD_MEDIA_ADVERTISED_ADDRESS="203.0.113.5", SIPRECD_MEDIA_BIND_ADDRESS="127.0.0.1")
@@ -656,7 +653,10 @@ class AdmissionTests(ControllerTestCase):
         self.assertEqual((document["started_at"], document["ended_at"]), (START_ISO, "2023-11-14T22:14:25.250Z"))
         self.assertEqual(document["src"], {"address": "192.0.2.10", "port": 5062, "transport": "UDP"})
         # Atomic rewrites leave no temporary file behind.
-        self.assertEqual(sorted(os.listdir(directory)), ["sdp-0001-offer.sdp", "sdp-0002-answer.sdp", "session.json"])
+        self.assertEqual(
+            sorted(os.listdir(directory)),
+            ["sdp-0001-offer.sdp", "sdp-0002-answer.sdp", "session.json", "stream-1-a.wav"],
+        )
 
 
 # --- the corpus through the controller -------------------------------------------------------
@@ -875,8 +875,8 @@ class CorpusTests(ControllerTestCase):
                 "codec": "PCMU", "clock_rate": 8000, "channels": 1, "payload_type": 0,
                 "telephone_event_payload_type": 101, "direction": "recvonly", "offered_direction": "sendonly",
                 "on_hold": False, "rtp_port": PORT_MIN + 2 * index, "rtcp_port": PORT_MIN + 2 * index + 1,
-                "sending_participants": [sender], "file": None, "events": [], "packets_received": 0,
-                "bytes_received": 0, "ended": True,
+                "sending_participants": [sender], "file": f"stream-{index + 1}-{label}.wav", "events": [],
+                "packets_received": 0, "bytes_received": 0, "ended": True,
             }
 
         def participant(pid: str, name: str | None, number: str, send: str, label: str, recv: str) -> dict[str, Any]:
@@ -893,6 +893,23 @@ class CorpusTests(ControllerTestCase):
 
         s1, s2 = "kQOH5VdEEeeJ/ND/VsPGWA==", "kQOH5VdEEeeJ/dD/VsPGWA=="
         metadata = document.pop("metadata")
+        for index, item in enumerate(document["streams"]):
+            recording = item.pop("recording")
+            self.assertEqual(
+                (recording["file"], recording["format"], recording["sample_rate"], recording["error"]),
+                (f"stream-{index + 1}-{index + 1}.wav", "wav-pcm16", 8000, None),
+            )
+            self.assertEqual(item.pop("reception")["datagrams"], 0)
+        self.assertEqual(
+            document.pop("mix"),
+            {
+                "file": "mix-stereo.wav", "mode": "stereo", "sample_rate": 8000, "error": None,
+                "channels": [
+                    {"channel": "left", "label": "1", "stream_file": "stream-1-1.wav", "sending_participants": [CISCO_P1]},
+                    {"channel": "right", "label": "2", "stream_file": "stream-2-2.wav", "sending_participants": [CISCO_P2]},
+                ],
+            },
+        )
         self.assertEqual(
             document,
             {

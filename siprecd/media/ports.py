@@ -14,6 +14,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from siprecd.errors import ServiceUnavailable
+from siprecd.media.receiver import set_receive_buffer
 
 log = Logger()
 
@@ -38,6 +39,7 @@ class PortAllocator:
         port_min: int,
         port_max: int,
         retry_after: int = 10,
+        receive_buffer: int = 0,
     ) -> None:
         self._reactor = reactor
         self._interface = interface
@@ -46,6 +48,7 @@ class PortAllocator:
         self._cursor = 0
         self._in_use: set[int] = set()
         self._retry_after = retry_after
+        self._receive_buffer = receive_buffer
 
     @property
     def capacity(self) -> int:
@@ -80,6 +83,9 @@ class PortAllocator:
         except CannotListenError:
             rtp_port.stopListening()
             return None
+        if self._receive_buffer:
+            set_receive_buffer(rtp_port, self._receive_buffer)
+            set_receive_buffer(rtcp_port, self._receive_buffer)
         return PortPair(port, port + 1, rtp_port, rtcp_port)
 
     def release(self, pair: PortPair) -> None:

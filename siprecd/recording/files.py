@@ -49,6 +49,47 @@ def _fsync_directory(directory: str) -> None:
         os.close(descriptor)
 
 
+class ActiveIndex:
+    """``<root>/.active/<session_id>`` for every session in progress, holding its directory.
+
+    After a crash, start-up reads only this index (not every session ever recorded) to find
+    the sessions whose files need recovering.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.path = os.path.join(root, ".active")
+
+    def mark(self, session_id: str, directory: str) -> None:
+        try:
+            os.makedirs(self.path, mode=0o750, exist_ok=True)
+            atomic_write(os.path.join(self.path, session_id), directory.encode())
+        except OSError:
+            pass  # losing the marker only costs recovery after a crash, never the recording
+
+    def unmark(self, session_id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.path, session_id))
+        except OSError:
+            pass
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(session_id, directory) of every marked session."""
+        try:
+            names = sorted(os.listdir(self.path))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self.path, name), encoding="utf-8") as handle:
+                    out.append((name, handle.read().strip()))
+            except OSError:
+                continue
+        return out
+
+
 class SessionFiles:
     def __init__(self, path: str) -> None:
         self.path = path

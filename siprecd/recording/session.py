@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from siprecd import __version__
 from siprecd.media.ports import PortPair
-from siprecd.media.receiver import CountingReceiver
+from siprecd.media.receiver import StreamMedia
 from siprecd.metadata import MetadataState, senders_by_label, summarize
 from siprecd.sdp import StreamChoice
 
@@ -31,14 +32,16 @@ class RecordedStream:
     key: str
     choice: StreamChoice
     ports: PortPair | None = None
-    rtp: CountingReceiver | None = None
-    rtcp: CountingReceiver | None = None
-    file: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
+    media: StreamMedia | None = None
     ended: bool = False
+
+    @property
+    def recorder(self) -> Any:
+        return self.media.recorder if self.media is not None else None
 
     def to_json(self, senders: dict[str, list[str]]) -> dict[str, Any]:
         c = self.choice
+        recorder = self.recorder
         return {
             "label": c.label,
             "index": c.index,
@@ -58,10 +61,12 @@ class RecordedStream:
             "rtp_port": self.ports.rtp_port if self.ports else None,
             "rtcp_port": self.ports.rtcp_port if self.ports else None,
             "sending_participants": senders.get(c.label or "", []),
-            "file": self.file,
-            "events": self.events,
-            "packets_received": self.rtp.counters.packets if self.rtp else 0,
-            "bytes_received": self.rtp.counters.bytes if self.rtp else 0,
+            "file": recorder.file if recorder is not None else None,
+            "recording": recorder.to_json() if recorder is not None else None,
+            "events": recorder.events if recorder is not None else [],
+            "packets_received": recorder.counters.packets if recorder is not None else 0,
+            "bytes_received": recorder.counters.bytes if recorder is not None else 0,
+            "reception": self.media.to_json() if self.media is not None else None,
             "ended": self.ended,
         }
 
@@ -95,6 +100,8 @@ class RecordingSession:
     sdp_files: list[str] = field(default_factory=list)
     sdp_version: int = 0
     sdp_session_id: int = 0
+    # The media layer's view of the mix, given the senders per label (None: no media layer).
+    mix_view: Callable[[dict[str, list[str]]], Any] | None = field(default=None, repr=False)
 
     def live_streams(self) -> list[RecordedStream]:
         return [s for s in self.streams if not s.ended]
@@ -122,6 +129,7 @@ class RecordingSession:
             "sip": self.sip,
             "participants": summary.get("participants", []),
             "streams": [s.to_json(senders) for s in self.streams],
+            "mix": self.mix_view(senders) if self.mix_view is not None else None,
             "metadata": {k: v for k, v in summary.items() if k != "participants"},
             "metadata_files": [v.file for v in self.metadata_versions],
             "metadata_versions": [

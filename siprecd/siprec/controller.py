@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from siprecd.config import Config
 from siprecd.errors import BadRequest, NotAcceptableHere, ServiceUnavailable
 from siprecd.media.ports import PortAllocator
-from siprecd.recording.files import DISK_FULL, SessionFiles, session_directory
+from siprecd.recording.interrupted import recover_interrupted
+from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, session_directory
 from siprecd.recording.session import RecordingSession, SessionState
 from siprecd.sdp import SessionDescription, build_answer, parse, plan_streams, serialize
 from siprecd.sip.dialog import Dialog
@@ -29,7 +30,9 @@ from siprecd.sip.headers import contact_has_feature
 from siprecd.sip.message import Request, ResponseSpec
 from siprecd.sip.multipart import BodyPart, parse_body
 from siprecd.sip.stack import SIPStack
+from siprecd.recording.wav import RecordingWriteError
 from siprecd.siprec.metadata_intake import MetadataIntake
+from siprecd.siprec.session_media import SessionMedia
 from siprecd.siprec.streams import StreamTable
 
 log = Logger()
@@ -48,16 +51,18 @@ def sdp_part(parts: list[BodyPart]) -> BodyPart | None:
 
 @dataclass
 class Call:
-    """What the controller keeps on a dialog: its session, stream table and last answer."""
+    """What the controller keeps on a dialog: its session, streams, media and last answer."""
 
     session: RecordingSession
     streams: StreamTable
+    media: SessionMedia
     answer: bytes
 
 
 class Controller:
     def __init__(self, clock: Any, config: Config, ports: PortAllocator) -> None:
         self.clock = clock
+        self.active = ActiveIndex(config.recording.directory)
         self.config = config
         self.ports = ports
         self.stack: SIPStack | None = None
@@ -94,19 +99,25 @@ class Controller:
             raise NotAcceptableHere("INVITE without an SDP offer is not supported by this SRS")
         offer = parse(offer_part.body)
         session = self._new_session(request, dialog, siprec)
-        streams = StreamTable(self.ports)
+        media = SessionMedia(self.clock, self.config, session, lambda reason: self._abort(dialog, reason))
+        session.mix_view = media.to_json
+        streams = StreamTable(self.ports, media.new_stream_media, media.finish_stream)
         try:
             answer = self._negotiate(session, streams, offer, request, dialog)
             self._create_files(session)
+            self._attach_media(session, media, streams, offer)
         except BaseException:
             streams.release_all()
+            media.stop()
             raise
         streams.commit()
         session.streams = streams.all
         # An initial offer may already be on hold (all m-lines inactive): paused from the start.
         session.update_state()
-        dialog.session = Call(session, streams, answer)
+        dialog.session = Call(session, streams, media, answer)
         self.sessions[session.session_id] = session
+        self.active.mark(session.session_id, session.directory)
+        media.start()
         self.metadata.take(session, parts, request.method)
         self._store_sdp(session, "offer", offer_part.body)
         self._store_sdp(session, "answer", answer)
@@ -168,13 +179,15 @@ class Controller:
         session, streams = call.session, call.streams
         if session.state == SessionState.ENDED:
             return
-        streams.release_all()
+        streams.release_all()  # each stream's file is published as its ports are released
+        call.media.stop()  # then the mix, which both streams fed to the end
         session.state = SessionState.ENDED
         session.ended_at = self.clock.seconds()
         session.end_reason = reason
         self.sessions.pop(session.session_id, None)
         self.finished += 1
         self._save(session)
+        self.active.unmark(session.session_id)
         log.info(
             "recording session {session_id} ended ({reason})",
             session_id=session.session_id,
@@ -188,6 +201,7 @@ class Controller:
         if call is None:
             raise NotAcceptableHere("no recording session for this dialog")
         session, streams, answer = call.session, call.streams, call.answer
+        media = call.media
         parts = parse_body(request.headers.get("Content-Type"), request.body)
         offer_part = sdp_part(parts)
         metadata_changed = self.metadata.take(session, parts, request.method)
@@ -203,6 +217,7 @@ class Controller:
         try:
             offer = parse(offer_part.body)
             answer = self._negotiate(session, streams, offer, request, dialog)
+            self._attach_media(session, media, streams, offer)
         except BaseException:
             streams.abort()
             if metadata_changed:
@@ -227,7 +242,7 @@ class Controller:
     ) -> bytes:
         siprec = self.config.siprec
         plan = plan_streams(
-            offer, codec_preference=siprec.codec_preference, record_video=siprec.record_video
+            offer, codec_preference=siprec.codec_preference
         )
         ports = streams.assign(plan)
         sdp, choices = build_answer(
@@ -237,12 +252,30 @@ class Controller:
             codec_preference=siprec.codec_preference,
             origin_session_id=session.sdp_session_id,
             origin_version=session.sdp_version + 1,
-            record_video=siprec.record_video,
             announce_rtcp=True,
         )
         streams.settle(choices)
         session.sdp_version += 1
         return serialize(sdp)
+
+    def _attach_media(
+        self, session: RecordingSession, media: SessionMedia, streams: StreamTable, offer: SessionDescription
+    ) -> None:
+        try:
+            media.attach(streams.pending, offer)
+        except RecordingWriteError as error:
+            self._count("storage_errors")
+            log.error("cannot create recording files of {session_id}: {error}", session_id=session.session_id, error=error)
+            raise ServiceUnavailable(
+                "recording storage is full" if error.disk_full else "recording storage is not writable",
+                retry_after=self.config.siprec.retry_after,
+            ) from None
+
+    def _abort(self, dialog: Dialog, reason: str) -> None:
+        """A recording failed (disk full, I/O error): end this session only, with a BYE."""
+        self._count("recording_failures")
+        if self.stack is not None and dialog.ended_reason is None:
+            self.stack.core.hang_up(dialog, f"recording failed: {reason}")
 
     def _media_address(self, request: Request, dialog: Dialog) -> str:
         media = self.config.media
@@ -334,6 +367,11 @@ class ControllerService(Service):
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
 
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        # Sessions a crash left open: repair their files before new calls arrive.
+        recover_interrupted(self.controller.config.recording.directory)
+
     def stopService(self) -> Deferred[None] | None:  # noqa: N802
         super().stopService()
         self.controller.shutdown()
@@ -343,7 +381,12 @@ class ControllerService(Service):
 def build_controller(reactor: Any, config: Config) -> tuple[Controller, ControllerService]:
     media = config.media
     ports = PortAllocator(
-        reactor, media.bind_address, media.port_min, media.port_max, config.siprec.retry_after
+        reactor,
+        media.bind_address,
+        media.port_min,
+        media.port_max,
+        config.siprec.retry_after,
+        receive_buffer=media.receive_buffer,
     )
     controller = Controller(reactor, config, ports)
     return controller, ControllerService(controller)

@@ -7,8 +7,10 @@ then either :meth:`commit` (the answer was sent: release what the offer dropped)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from siprecd.media.ports import PortAllocator
-from siprecd.media.receiver import CountingReceiver
+from siprecd.media.receiver import StreamMedia
 from siprecd.recording.session import RecordedStream
 from siprecd.sdp import StreamChoice
 
@@ -19,12 +21,25 @@ def stream_key(choice: StreamChoice) -> str:
 
 
 class StreamTable:
-    def __init__(self, ports: PortAllocator) -> None:
+    def __init__(
+        self,
+        ports: PortAllocator,
+        new_media: Callable[[], StreamMedia],
+        finish: Callable[[RecordedStream], None] = lambda stream: None,
+    ) -> None:
         self.ports = ports
+        self._new_media = new_media
+        self._finish = finish  # called for every stream whose ports are released
         self.current: list[RecordedStream] = []  # one per m-line of the last answer, in order
         self.ended: list[RecordedStream] = []  # streams earlier answers had and later ones dropped
         self._pending: list[RecordedStream] | None = None
         self._allocated: list[RecordedStream] = []
+
+    @property
+    def pending(self) -> list[RecordedStream]:
+        """The streams of the offer being answered (after assign, before commit)."""
+        assert self._pending is not None
+        return self._pending
 
     @property
     def all(self) -> list[RecordedStream]:
@@ -47,8 +62,8 @@ class StreamTable:
             if stream is None:
                 stream = RecordedStream(key=key, choice=choice)
                 if choice.accepted:
-                    stream.rtp, stream.rtcp = CountingReceiver(), CountingReceiver()
-                    stream.ports = self.ports.allocate(stream.rtp, stream.rtcp)
+                    stream.media = media = self._new_media()
+                    stream.ports = self.ports.allocate(media.rtp, media.rtcp)
                     self._allocated.append(stream)
             pending.append(stream)
             ports.append(stream.ports.rtp_port if stream.ports else None)
@@ -88,5 +103,8 @@ class StreamTable:
 
     def _release(self, stream: RecordedStream) -> None:
         assert stream.ports is not None
-        self.ports.release(stream.ports)
-        stream.ended = True
+        try:
+            self._finish(stream)
+        finally:
+            self.ports.release(stream.ports)
+            stream.ended = True

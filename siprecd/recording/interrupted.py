@@ -1,0 +1,67 @@
+"""Start-up recovery of the sessions a crash (or ``kill -9``) left open.
+
+Every session in progress is listed in the active index; for each one found there at start-up
+the ``.part`` files are repaired and published (see :mod:`siprecd.recording.recovery`) and
+session.json is closed: state ``ended``, the end time the last file write, and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from twisted.logger import Logger
+
+from siprecd.recording.files import ActiveIndex, SessionFiles
+from siprecd.recording.recovery import recover_directory
+from siprecd.recording.session import iso_utc
+
+log = Logger()
+
+INTERRUPTED = "interrupted: siprecd stopped before the call ended; files recovered at start-up"
+
+
+def recover_interrupted(root: str) -> list[dict[str, Any]]:
+    index = ActiveIndex(root)
+    report = []
+    for session_id, directory in index.entries():
+        try:
+            report.append(_recover_session(session_id, directory))
+        except Exception:
+            log.failure("recovering session {session_id} in {directory}", session_id=session_id, directory=directory)
+            continue
+        index.unmark(session_id)
+    return report
+
+
+def _last_write(directory: str) -> float:
+    times = [entry.stat().st_mtime for entry in os.scandir(directory) if entry.is_file()]
+    return max(times) if times else os.stat(directory).st_mtime
+
+
+def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
+    if not os.path.isdir(directory):
+        return {"session_id": session_id, "directory": directory, "outcome": "missing"}
+    files = recover_directory(directory)
+    path = os.path.join(directory, "session.json")
+    with open(path, encoding="utf-8") as handle:
+        session = json.load(handle)
+    if session.get("state") != "ended":
+        session["state"] = "ended"
+        session["ended_at"] = iso_utc(_last_write(directory))
+        session["end_reason"] = INTERRUPTED
+    session["recovered_files"] = [
+        {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}
+        | {"file": os.path.basename(r.path)}
+        for r in files
+    ]
+    SessionFiles(directory).write_json("session.json", session)
+    log.warn(
+        "recovered interrupted session {session_id}: {count} file(s) repaired in {directory}",
+        session_id=session_id,
+        count=len(files),
+        directory=directory,
+    )
+    return {"session_id": session_id, "directory": directory, "outcome": "recovered", "files": len(files)}

@@ -1,0 +1,205 @@
+"""One stream's recording: timeline events -> decoded PCM (or Opus passthrough) -> its file.
+
+A :class:`StreamRecorder` owns the stream's :class:`~siprecd.media.timeline.Timeline`, its
+decoders (one per payload type, created from the negotiated codec) and its writer.  Every file
+of a session starts at the session's start (the timeline's origin), so the legs of a call line
+up by sample position.  Write errors are kept, not raised into the packet path: the controller
+polls :attr:`failed` and ends the session cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from siprecd.media.codecs import Decoder, decoder_for, duration_of
+from siprecd.media.dtmf import DtmfEvent
+from siprecd.media.stats import StreamCounters
+from siprecd.media.timeline import Silence, Timeline
+from siprecd.recording.oggopus import OggOpusWriter
+from siprecd.recording.wav import RecordingWriteError, WavWriter
+from siprecd.sdp import StreamChoice
+
+log = Logger()
+
+_ZEROS = bytes(65536)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def stream_file_name(index: int, label: str | None, extension: str) -> str:
+    """``stream-<m-line>-<label>.<ext>``: unique within the session whatever the label holds."""
+    safe = _UNSAFE.sub("_", label or "")[:48].strip("._")
+    return f"stream-{index + 1}{'-' + safe if safe else ''}.{extension}"
+
+
+def write_silence(write: Callable[[bytes], None], size: int) -> None:
+    """Zero PCM in bounded pieces (a long hold is megabytes of it)."""
+    while size > 0:
+        piece = min(size, len(_ZEROS))
+        write(_ZEROS[:piece])
+        size -= piece
+
+
+class StreamRecorder:
+    def __init__(
+        self,
+        directory: str,
+        choice: StreamChoice,
+        *,
+        origin: float,
+        reorder_window: int,
+        max_delay: float,
+        chunk_size: int,
+        opus_passthrough: bool,
+        pcm_sink: Callable[[bytes], None] | None = None,
+    ) -> None:
+        assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None
+        self.choice = choice
+        self.counters = StreamCounters()
+        self.events: list[dict[str, Any]] = []
+        self.failed: RecordingWriteError | None = None
+        self.pcm_sink = pcm_sink
+        self._decoders: dict[int, Decoder] = {}
+        self.passthrough = opus_passthrough and choice.codec.lower() == "opus"
+        decoder = self._add_decoder(choice)
+        self.rate = decoder.output_rate
+        self._per_unit = decoder.samples_per_timestamp_unit
+        telephone = (choice.telephone_event_pt,) if choice.telephone_event_pt is not None else ()
+        self.timeline = Timeline(
+            choice.clock_rate,
+            duration_of=duration_of(self._decoders),
+            reorder_window=reorder_window,
+            max_delay=max_delay,
+            telephone_event=telephone,
+            origin=origin,
+            counters=self.counters,
+        )
+        extension = "opus" if self.passthrough else "wav"
+        self.file = stream_file_name(choice.index, choice.label, extension)
+        path = f"{directory}/{self.file}"
+        self.writer: WavWriter | OggOpusWriter
+        if self.passthrough:
+            self.writer = OggOpusWriter(path, chunk_size=chunk_size)
+        else:
+            self.writer = WavWriter(path, sample_rate=self.rate, chunk_size=chunk_size)
+
+    def _add_decoder(self, choice: StreamChoice) -> Decoder:
+        assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None
+        decoder = decoder_for(choice.codec, choice.clock_rate, choice.channels or 1)
+        if decoder is None:
+            # The SDP layer only chooses supported codecs; reaching this is a programming error.
+            raise ValueError(f"no decoder for {choice.codec}/{choice.clock_rate}")
+        self._decoders[choice.payload_type] = decoder
+        return decoder
+
+    def renegotiated(self, choice: StreamChoice) -> None:
+        """A re-offer kept this stream (same label): the codec may have changed."""
+        self.choice = choice
+        if choice.payload_type is not None and choice.payload_type not in self._decoders and choice.codec:
+            self._add_decoder(choice)
+
+    # --- the packet path -------------------------------------------------------------------
+
+    def consume(self) -> None:
+        """Write what the timeline released since the last call."""
+        if self.failed is not None:
+            self.timeline.drain()
+            return
+        try:
+            for event in self.timeline.drain():
+                kind = event.kind
+                if kind == "audio":
+                    self._audio(event)  # type: ignore[arg-type]
+                elif kind == "silence":
+                    self._silence(event.duration)  # type: ignore[union-attr]
+                else:
+                    self._dtmf(event)  # type: ignore[arg-type]
+        except RecordingWriteError as error:
+            self.failed = error
+            log.error(
+                "writing {file} failed: {error}", file=self.writer.path, error=error
+            )
+
+    def _audio(self, packet: Any) -> None:
+        if self.passthrough:
+            self.writer.write(packet.payload)  # type: ignore[arg-type]
+            return
+        decoder = self._decoders.get(packet.payload_type)
+        if decoder is None:
+            # A payload type that was not negotiated: its time is silence, never noise.
+            self.counters.overlaps += 0
+            self._silence(packet.duration - packet.skip)
+            return
+        pcm = decoder.decode(packet.payload)
+        if packet.skip:
+            pcm = pcm[packet.skip * self._per_unit * 2:]
+        expected = (packet.duration - packet.skip) * self._per_unit * 2
+        if len(pcm) < expected:
+            pcm += bytes(expected - len(pcm))  # a short decode must not shift the timeline
+        elif len(pcm) > expected:
+            pcm = pcm[:expected]
+        self._pcm(pcm)
+
+    def _silence(self, duration: int) -> None:
+        if duration <= 0:
+            return
+        if self.passthrough:
+            self.writer.conceal(duration * 48000 // self.choice.clock_rate)  # type: ignore[union-attr, operator]
+            return
+        write_silence(self._pcm, duration * self._per_unit * 2)
+
+    def _pcm(self, pcm: bytes) -> None:
+        self.writer.write(pcm)  # type: ignore[arg-type]
+        if self.pcm_sink is not None:
+            self.pcm_sink(pcm)
+
+    def _dtmf(self, event: DtmfEvent) -> None:
+        self.events.append(
+            {
+                "type": "dtmf",
+                "digit": event.digit,
+                "event": event.event,
+                "start_position": event.position,
+                "start_seconds": round(event.position / self.choice.clock_rate, 3),  # type: ignore[operator]
+                "duration_ms": round(event.duration_ms, 1),
+                "arrival": event.arrival,
+                "ended": event.ended,
+            }
+        )
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.failed is not None or self.writer.finalized:
+            return
+        try:
+            self.writer.flush()
+        except RecordingWriteError as error:
+            self.failed = error
+
+    def finish(self) -> None:
+        """End of the stream: flush the timeline and publish the file."""
+        self.timeline.finish()
+        self.consume()
+        if self.writer.finalized:
+            return
+        try:
+            self.writer.finalize()
+        except RecordingWriteError as error:
+            self.failed = self.failed or error
+            log.error("finalizing {file} failed: {error}", file=self.writer.path, error=error)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sample_rate": 48000 if self.passthrough else self.rate,
+            "format": "ogg-opus" if self.passthrough else "wav-pcm16",
+            "error": str(self.failed) if self.failed else None,
+            "timeline": self.counters.as_dict(),
+        }
+
+
+__all__ = ["StreamRecorder", "Silence", "stream_file_name", "write_silence"]

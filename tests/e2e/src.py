@@ -1,0 +1,187 @@
+"""A small SIPREC SRC for end-to-end tests: SIP over UDP (blocking), then paced RTP to the SRS.
+
+SIPp cannot send a tone per stream in G.722 or Opus, nor vary loss and ordering per stream, so
+the media tests drive the SRS with this client.  It parses with siprecd's own parser only on the
+receiving side (responses); everything it sends is written out by hand.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from siprecd.media.rtp import build_rtp
+from siprecd.sdp import parse as parse_sdp
+from siprecd.sip.message import Response, parse_message
+
+BOUNDARY = "siprecd-test-boundary"
+
+
+@dataclass
+class StreamSpec:
+    label: str
+    payload_type: int
+    encoding: str  # rtpmap name/rate[/channels]
+    payloads: list[bytes]  # one per packet
+    timestamp_step: int  # RTP units per packet
+    ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+    extra_rtpmaps: Sequence[str] = ()
+
+
+def offer(streams: Sequence[StreamSpec], address: str, ports: Sequence[int], direction: str = "sendonly") -> str:
+    lines = ["v=0", f"o=src 1 1 IN IP4 {address}", "s=-", f"c=IN IP4 {address}", "t=0 0"]
+    for stream, port in zip(streams, ports, strict=True):
+        pts = [str(stream.payload_type)] + [m.split()[0] for m in stream.extra_rtpmaps]
+        lines.append(f"m=audio {port} RTP/AVP {' '.join(pts)}")
+        lines.append(f"a=rtpmap:{stream.payload_type} {stream.encoding}")
+        lines.extend(f"a=rtpmap:{m}" for m in stream.extra_rtpmaps)
+        lines.append(f"a={direction}")
+        lines.append(f"a=label:{stream.label}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def metadata(streams: Sequence[StreamSpec]) -> str:
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>',
+             '<recording xmlns="urn:ietf:params:xml:ns:recording:1">',
+             "<datamode>complete</datamode>",
+             '<session session_id="s1"><sipSessionID>test</sipSessionID></session>']
+    for index, stream in enumerate(streams):
+        parts.append(f'<participant participant_id="p{index}"><nameID aor="sip:party{index}@example.com"/></participant>')
+        parts.append(f'<stream stream_id="st{index}" session_id="s1"><label>{stream.label}</label></stream>')
+        parts.append(f'<participantstreamassoc participant_id="p{index}"><send>st{index}</send></participantstreamassoc>')
+    parts.append("</recording>")
+    return "\n".join(parts)
+
+
+class SRCClient:
+    def __init__(self, server_port: int, host: str = "127.0.0.1") -> None:
+        self.server = (host, server_port)
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind((host, 0))
+        self.sip.settimeout(5)
+        self.local_port = self.sip.getsockname()[1]
+        self.call_id = uuid.uuid4().hex
+        self.tag = uuid.uuid4().hex[:8]
+        self.cseq = 0
+        self.to_tag = ""
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind((host, 0))
+        self.answer_ports: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.sip.close()
+        self.rtp.close()
+
+    def _request(self, method: str, body: str = "", content_type: str = "", cseq: int | None = None) -> bytes:
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        to = "<sip:srs@127.0.0.1>" + (f";tag={self.to_tag}" if self.to_tag else "")
+        headers = [
+            f"{method} sip:srs@{self.server[0]}:{self.server[1]} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.local_port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport",
+            f"From: <sip:src@127.0.0.1>;tag={self.tag}",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:src@127.0.0.1:{self.local_port}>;+sip.src",
+            "Require: siprec" if method == "INVITE" and not self.to_tag else "",
+            "Max-Forwards: 70",
+        ]
+        if body:
+            headers.append(f"Content-Type: {content_type}")
+        headers.append(f"Content-Length: {len(body.encode())}")
+        return ("\r\n".join(h for h in headers if h) + "\r\n\r\n" + body).encode()
+
+    def _final(self, method: str) -> Response:
+        while True:
+            data, _ = self.sip.recvfrom(65535)
+            message = parse_message(data)
+            if isinstance(message, Response) and message.cseq.method == method and message.status >= 200:
+                return message
+
+    def invite(self, streams: Sequence[StreamSpec], *, direction: str = "sendonly", with_metadata: bool = True) -> Response:
+        sdp = offer(streams, "127.0.0.1", [self.rtp.getsockname()[1]] * len(streams), direction)
+        if self.to_tag or not with_metadata:
+            body, content_type = sdp, "application/sdp"
+        else:
+            body = (
+                f"--{BOUNDARY}\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n"
+                f"--{BOUNDARY}\r\nContent-Type: application/rs-metadata+xml\r\n"
+                f"Content-Disposition: recording-session\r\n\r\n{metadata(streams)}\r\n--{BOUNDARY}--\r\n"
+            )
+            content_type = f"multipart/mixed;boundary={BOUNDARY}"
+        self.sip.sendto(self._request("INVITE", body, content_type), self.server)
+        response = self._final("INVITE")
+        if response.status == 200:
+            self.to_tag = response.to.tag or ""
+            answer = parse_sdp(response.body)
+            self.answer_ports = {m.label or str(i): m.port for i, m in enumerate(answer.media)}
+            self.sip.sendto(self._request("ACK", cseq=self.cseq), self.server)
+        return response
+
+    def bye(self) -> Response:
+        self.sip.sendto(self._request("BYE"), self.server)
+        return self._final("BYE")
+
+    def send_rtp(
+        self,
+        streams: Sequence[StreamSpec],
+        *,
+        loss: float = 0.0,
+        reorder: float = 0.0,
+        gaps: Sequence[tuple[int, int]] = (),
+        seed: int = 7,
+        packet_time: float = 0.02,
+    ) -> dict[str, int]:
+        """Send every stream's packets paced in real time; returns packets sent per label.
+
+        ``gaps`` are (first_packet, count) ranges not sent at all (hold/SRC silence) while the
+        timestamps go on; ``loss`` drops that share at random; ``reorder`` swaps that share of
+        adjacent packets.
+        """
+        rng = random.Random(seed)
+        count = max(len(s.payloads) for s in streams)
+        skipped = {i for start, length in gaps for i in range(start, start + length)}
+        plans: dict[str, list[tuple[int, bytes]]] = {}
+        for stream in streams:
+            plan = []
+            sequence = rng.randrange(65536)
+            timestamp = rng.randrange(2**32)
+            for index, payload in enumerate(stream.payloads):
+                packet = build_rtp(
+                    stream.payload_type,
+                    (sequence + index) & 0xFFFF,
+                    (timestamp + index * stream.timestamp_step) & 0xFFFFFFFF,
+                    stream.ssrc,
+                    payload,
+                    marker=index == 0,
+                )
+                if index in skipped or (loss and rng.random() < loss):
+                    continue
+                plan.append((index, packet))
+            if reorder:
+                for i in range(len(plan) - 1):
+                    if rng.random() < reorder:
+                        plan[i], plan[i + 1] = (plan[i + 1][0] - 0, plan[i][1]), (plan[i][0], plan[i + 1][1])
+            plans[stream.label] = plan
+        start = time.monotonic()
+        cursors = {label: 0 for label in plans}
+        sent = {label: 0 for label in plans}
+        for slot in range(count):
+            due = start + slot * packet_time
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for stream in streams:
+                plan = plans[stream.label]
+                while cursors[stream.label] < len(plan) and plan[cursors[stream.label]][0] <= slot:
+                    port = self.answer_ports[stream.label]
+                    self.rtp.sendto(plan[cursors[stream.label]][1], ("127.0.0.1", port))
+                    cursors[stream.label] += 1
+                    sent[stream.label] += 1
+        return sent
