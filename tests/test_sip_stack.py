@@ -229,7 +229,7 @@ class DropTests(StackTestCase):
 
 class ResponseRoutingTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.transports = Transports(Clock())
+        self.transports = Transports()
         self.udp = FakeUDP()
         self.transports.udp = self.udp  # type: ignore[assignment]
 

@@ -229,7 +229,7 @@ class TransportsStreamSendTests(SynchronousTestCase):
         return protocol, transport
 
     def test_existing_connection_reused(self) -> None:
-        transports = Transports(Clock())
+        transports = Transports()
         transports.streams["TCP"] = self.factory
         _, transport = self.protocol(5060)
         req = request("BYE", to_tag="t", transport="TCP")
@@ -245,7 +245,7 @@ class TransportsStreamSendTests(SynchronousTestCase):
             made.append(transport)
             return succeed(protocol)
 
-        transports = Transports(Clock(), connect)
+        transports = Transports(connect)
         transports.streams["TCP"] = self.factory
         response = make_response(request("OPTIONS", via="SIP/2.0/TCP 192.0.2.1:5090;branch=z9hG4bK1"), 200, "OK")
         # The request's connection has closed: RFC 3261 §18.2.2 opens one to the sent-by.
@@ -261,13 +261,13 @@ class TransportsStreamSendTests(SynchronousTestCase):
         def connect(name: str, host: str, port: int, factory: StreamFactory):  # type: ignore[no-untyped-def]
             return fail(ConnectionRefusedError())
 
-        transports = Transports(Clock(), connect)
+        transports = Transports(connect)
         transports.streams["TCP"] = self.factory
         transports.send_request(request("BYE", to_tag="t"), Source("TCP", "192.0.2.7", 5060))
         self.assertEqual(transports.send_failures, 1)
 
     def test_unknown_stream_transport(self) -> None:
-        transports = Transports(Clock())
+        transports = Transports()
         transports.send_request(request("BYE", to_tag="t"), Source("TLS", "192.0.2.7", 5061))
         self.assertEqual(transports.send_failures, 1)
 

@@ -162,6 +162,12 @@ class GenericCheckTests(CoreTestCase):
         self.send("INVITE", body=b"v=0\r\n", content_type="application/sdp", extra=[("e", "identity")])
         self.assertEqual(self.udp.statuses(), [100, 200])
 
+    def test_body_without_content_type_400(self) -> None:
+        self.send("INVITE", body=b"v=0\r\n")
+        response = self.only(400)
+        self.assertEqual(response.reason, "INVITE has a 5-byte body but no Content-Type")
+        self.assertEqual(self.app.invites, [])
+
     def test_content_type_415(self) -> None:
         self.send("INVITE", body=b"hello", content_type="text/plain")
         response = self.only(415)

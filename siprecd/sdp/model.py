@@ -145,6 +145,29 @@ def _first(attributes: list[tuple[str, str | None]], name: str) -> str | None:
     return None
 
 
+class _Described:
+    """Attribute and connection access shared by the session and each media description."""
+
+    __slots__ = ()
+    attributes: list[tuple[str, str | None]]
+    connections: list[Connection]
+
+    def attribute(self, name: str) -> str | None:
+        """Value of the first a=<name>[:value]; None if absent or valueless."""
+        return _first(self.attributes, name)
+
+    def attribute_values(self, name: str) -> list[str | None]:
+        return [value for attr_name, value in self.attributes if attr_name == name]
+
+    def has_attribute(self, name: str) -> bool:
+        return any(attr_name == name for attr_name, _ in self.attributes)
+
+    @property
+    def connection(self) -> Connection | None:
+        """The first c= (more than one only happens with layered multicast)."""
+        return self.connections[0] if self.connections else None
+
+
 def _own_direction(attributes: list[tuple[str, str | None]]) -> str | None:
     # RFC 8866 allows one direction attribute per level; if a sloppy SRC sends several, the
     # first wins, which is what most stacks do.  Unknown ones (a=direction:both, RFC 4145's
@@ -163,7 +186,7 @@ def _is_unspecified(address: str) -> bool:
 
 
 @dataclass(slots=True)
-class MediaDescription:
+class MediaDescription(_Described):
     """One m= section with its c=, b= and a= lines in the order they came."""
 
     media: str
@@ -177,24 +200,7 @@ class MediaDescription:
     key: str | None = None
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
 
-    # -- attribute access ------------------------------------------------------------------
-
-    def attribute(self, name: str) -> str | None:
-        """Value of the first a=<name>[:value]; None if absent or valueless."""
-        return _first(self.attributes, name)
-
-    def attribute_values(self, name: str) -> list[str | None]:
-        return [value for attr_name, value in self.attributes if attr_name == name]
-
-    def has_attribute(self, name: str) -> bool:
-        return any(attr_name == name for attr_name, _ in self.attributes)
-
     # -- derived views ---------------------------------------------------------------------
-
-    @property
-    def connection(self) -> Connection | None:
-        """The first media-level c= (more than one only happens with layered multicast)."""
-        return self.connections[0] if self.connections else None
 
     @property
     def is_rtp(self) -> bool:
@@ -279,7 +285,7 @@ class MediaDescription:
 
 
 @dataclass(slots=True)
-class SessionDescription:
+class SessionDescription(_Described):
     """A whole SDP body.  Optional RFC 8866 lines nobody here acts on (u=, e=, p=, z=, k=) are
     kept so that nothing an SRC sent vanishes from logs or round trips."""
 
@@ -297,17 +303,6 @@ class SessionDescription:
     key: str | None = None
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
     media: list[MediaDescription] = field(default_factory=list)
-
-    def attribute(self, name: str) -> str | None:
-        """Value of the first session-level a=<name>[:value]; None if absent or valueless."""
-        return _first(self.attributes, name)
-
-    def has_attribute(self, name: str) -> bool:
-        return any(attr_name == name for attr_name, _ in self.attributes)
-
-    @property
-    def connection(self) -> Connection | None:
-        return self.connections[0] if self.connections else None
 
     @property
     def own_direction(self) -> str | None:

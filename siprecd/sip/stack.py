@@ -48,7 +48,7 @@ class SIPStack:
     ) -> None:
         self.limits = limits
         self.counters: Counter[str] = Counter()
-        self.transports = Transports(clock, connect)
+        self.transports = Transports(connect)
         self.core = UASCore(clock, app, settings, rate_limiter or RateLimiter(clock, 0, 1))
         self.layer = TransactionLayer(clock, self.transports, self.core, timers)
         self.core.layer = self.layer

@@ -12,8 +12,8 @@ from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -157,18 +157,13 @@ def response_destination(response: Response) -> tuple[str, int]:
     return host, via.port or default
 
 
-ClientEndpointFactory = Callable[[str, str, int], endpoints.TCP4ClientEndpoint]
-
-
 class Transports:
     """The sending half of the transports (the transaction layer's ``Sender``)."""
 
     def __init__(
         self,
-        clock: IReactorTime,
         connect: Callable[[str, str, int, StreamFactory], Deferred[StreamProtocol]] | None = None,
     ) -> None:
-        self.clock = clock
         self.udp: UDPTransport | None = None
         self.streams: dict[str, StreamFactory] = {}
         self._connect = connect
@@ -207,7 +202,7 @@ class Transports:
         if self._connect is None:
             self._failed(f"{transport} connection to {host}:{port} is closed")
             return
-        connecting = self._connect(transport, host, port, factory)
+        connecting = maybeDeferred(self._connect, transport, host, port, factory)
 
         def connected(connection: StreamProtocol) -> None:
             connection.write_message(data)

@@ -7,7 +7,6 @@ returns a :class:`ResponseSpec` (or a Deferred of one), or raises a ``SIPError``
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +21,7 @@ from siprecd.sip.headers import parse_name_addr
 from siprecd.sip.message import REASONS, Request, Response, ResponseSpec, make_response
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.source import Source
+from siprecd.sip.transport import is_ip_literal
 from siprecd.sip.transaction import ServerTransaction, TransactionLayer, new_branch
 from siprecd.sip.uri import AbsoluteURI, SipURI
 
@@ -172,6 +172,9 @@ class UASCore:
         if not request.body:
             return
         content_type = request.content_type
+        if content_type is None and request.method in ("INVITE", "UPDATE"):
+            # RFC 3261 §20.15: a body needs a type; guessing would misread an offer.
+            raise BadRequest(f"{request.method} has a {len(request.body)}-byte body but no Content-Type")
         if content_type is not None and content_type not in ACCEPTED_TYPES and request.method in (
             "INVITE",
             "UPDATE",
@@ -400,19 +403,11 @@ class UASCore:
                 uri = parse_name_addr(dialog.route_set[0], "Route").uri
             except BadRequest:
                 return Source(source.transport, source.host, source.port)
-        if isinstance(uri, SipURI) and _is_ip(uri.host):
+        if isinstance(uri, SipURI) and is_ip_literal(uri.host):
             transport = uri.transport or source.transport
             default = 5061 if transport == "TLS" else 5060
             return Source(transport, uri.host.strip("[]"), uri.port or default)
         return Source(source.transport, source.host, source.port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _phrase(reason: str) -> str:
