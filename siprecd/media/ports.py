@@ -6,6 +6,7 @@ again at once (late packets of an ended call must not land in a new one).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from twisted.internet.error import CannotListenError
@@ -74,6 +75,12 @@ class PortAllocator:
         )
 
     def _bind(self, port: int, rtp: DatagramProtocol, rtcp: DatagramProtocol) -> PortPair | None:
+        # A port Twisted stops listening on lets go of its protocol only on the reactor's next
+        # turn, so the RTP protocol of a pair whose RTCP port turns out to be taken could not be
+        # bound to the next pair now (AssertionError in makeConnection).  Check the RTCP port
+        # first, with a plain socket: then only a race with another process can get there.
+        if not _bindable(self._interface, port + 1):
+            return None
         try:
             rtp_port = self._reactor.listenUDP(port, rtp, interface=self._interface)
         except CannotListenError:
@@ -82,6 +89,12 @@ class PortAllocator:
             rtcp_port = self._reactor.listenUDP(port + 1, rtcp, interface=self._interface)
         except CannotListenError:
             rtp_port.stopListening()
+            if getattr(rtp, "transport", None) is not None:
+                # That race: this stream's protocols cannot be bound again before the next
+                # turn of the reactor.  Refuse this allocation (503, retry) rather than fail.
+                raise NoPortsAvailable(
+                    f"RTCP port {port + 1} was taken while binding", retry_after=self._retry_after
+                ) from None
             return None
         if self._receive_buffer:
             set_receive_buffer(rtp_port, self._receive_buffer)
@@ -95,3 +108,14 @@ class PortAllocator:
             except Exception:
                 log.failure("closing UDP port {port}", port=pair.rtp_port)
         self._in_use.discard(pair.rtp_port)
+
+
+def _bindable(interface: str, port: int) -> bool:
+    """Whether a UDP socket can be bound to ``interface:port`` right now."""
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((interface, port))
+    except OSError:
+        return False
+    return True

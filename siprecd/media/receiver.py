@@ -30,6 +30,7 @@ class ReceptionCounters:
     before_recording: int = 0  # arrived before the stream's recorder was attached
     rtcp_packets: int = 0
     rtcp_malformed: int = 0
+    rtcp_other_source: int = 0
     rtcp_sender_reports: int = 0
     rtcp_byes: int = 0
     receiver_reports_sent: int = 0
@@ -68,8 +69,10 @@ class StreamMedia:
         if stats is None:
             return False
         peer = self.rtcp.peer
-        if peer is None and self.rtp.source is not None:
-            peer = (self.rtp.source[0], self.rtp.source[1] + 1)  # RFC 3550 §11: RTCP on RTP+1
+        if peer is None and self.rtp.source is not None and self.rtp.source[1] < 65535:
+            # RFC 3550 §11: RTCP on RTP+1 (a NAT may map RTP to 65535: no port above it, and
+            # sendto would raise OverflowError, not OSError).
+            peer = (self.rtp.source[0], self.rtp.source[1] + 1)
         if peer is None or self.rtcp.transport is None:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
@@ -118,6 +121,10 @@ class RTPProtocol(DatagramProtocol):
             if media.latch_sdp_address and expected is not None and addr[0] != expected[0]:
                 counters.other_source += 1
                 return
+            if len(datagram) < 12 or datagram[0] & 0xC0 != 0x80:
+                # Not RTP (nor RTCP): a stray datagram must not capture the stream's latch.
+                counters.malformed += 1
+                return
             self.source = addr  # symmetric RTP: latch to the first source
         if len(datagram) > 1 and 192 <= datagram[1] <= 223:
             media.rtcp.datagramReceived(datagram, addr)  # RTCP multiplexed on the RTP port
@@ -150,6 +157,11 @@ class RTCPProtocol(DatagramProtocol):
         media = self.media
         counters = media.counters
         counters.rtcp_packets += 1
+        source = media.rtp.source
+        if source is not None and addr[0] != source[0]:
+            # RTCP from another host than the latched media: reports and BYEs are not its to send.
+            counters.rtcp_other_source += 1
+            return
         try:
             packets = parse_rtcp(datagram)
         except MalformedPacket:

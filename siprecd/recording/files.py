@@ -14,6 +14,10 @@ import os
 import time
 from typing import Any
 
+from twisted.logger import Logger
+
+log = Logger()
+
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -77,6 +81,10 @@ class ActiveIndex:
         try:
             names = sorted(os.listdir(self.path))
         except FileNotFoundError:
+            return []
+        except OSError as error:
+            # Start-up must go on: the sessions stay marked for a later start to recover.
+            log.error("cannot read the active-session index {path}: {error}", path=self.path, error=error)
             return []
         out = []
         for name in names:

@@ -44,13 +44,15 @@ def _last_write(directory: str) -> float:
 def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
     if not os.path.isdir(directory):
         return {"session_id": session_id, "directory": directory, "outcome": "missing"}
+    # Before the repair, which rewrites the WAV headers and so the files' modification times.
+    ended_at = _last_write(directory)
     files = recover_directory(directory)
     path = os.path.join(directory, "session.json")
     with open(path, encoding="utf-8") as handle:
         session = json.load(handle)
     if session.get("state") != "ended":
         session["state"] = "ended"
-        session["ended_at"] = iso_utc(_last_write(directory))
+        session["ended_at"] = iso_utc(ended_at)
         session["end_reason"] = INTERRUPTED
     session["recovered_files"] = [
         {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}

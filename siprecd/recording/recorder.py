@@ -10,6 +10,8 @@ polls :attr:`failed` and ends the session cleanly.
 from __future__ import annotations
 
 import re
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +25,14 @@ from siprecd.recording.oggopus import OggOpusWriter
 from siprecd.recording.wav import RecordingWriteError, WavWriter
 from siprecd.sdp import StreamChoice
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
 log = Logger()
 
 _ZEROS = bytes(65536)
+_BIG_ENDIAN = sys.byteorder == "big"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -63,6 +70,7 @@ class StreamRecorder:
         self.failed: RecordingWriteError | None = None
         self.pcm_sink = pcm_sink
         self._decoders: dict[int, Decoder] = {}
+        self._rate_states: dict[int, Any] = {}  # audioop.ratecv state per resampled payload type
         self.passthrough = opus_passthrough and choice.codec.lower() == "opus"
         decoder = self._add_decoder(choice)
         self.rate = decoder.output_rate
@@ -98,7 +106,14 @@ class StreamRecorder:
     def renegotiated(self, choice: StreamChoice) -> None:
         """A re-offer kept this stream (same label): the codec may have changed."""
         self.choice = choice
-        if choice.payload_type is not None and choice.payload_type not in self._decoders and choice.codec:
+        if (
+            choice.payload_type is not None
+            and choice.payload_type not in self._decoders
+            and choice.codec
+            # The timeline counts in the first codec's clock: another clock's packets cannot be
+            # placed on it (they stay unknown: silence, never noise).
+            and choice.clock_rate == self.timeline.clock_rate
+        ):
             self._add_decoder(choice)
 
     # --- the packet path -------------------------------------------------------------------
@@ -124,18 +139,24 @@ class StreamRecorder:
             )
 
     def _audio(self, packet: Any) -> None:
+        decoder = self._decoders.get(packet.payload_type)
+        if decoder is None or (self.passthrough and decoder.encoding != "OPUS"):
+            # A payload type that was not negotiated: its time is silence, never noise.
+            self._silence(packet.duration - packet.skip)
+            return
         if self.passthrough:
             self.writer.write(packet.payload)  # type: ignore[arg-type]
             return
-        decoder = self._decoders.get(packet.payload_type)
-        if decoder is None:
-            # A payload type that was not negotiated: its time is silence, never noise.
-            self.counters.overlaps += 0
-            self._silence(packet.duration - packet.skip)
-            return
         pcm = decoder.decode(packet.payload)
         if packet.skip:
-            pcm = pcm[packet.skip * self._per_unit * 2:]
+            pcm = pcm[packet.skip * decoder.samples_per_timestamp_unit * 2:]
+        if decoder.output_rate != self.rate:
+            # A re-offer changed the codec (PCMU <-> G.722): the file keeps its rate.
+            native = audioop.byteswap(pcm, 2) if _BIG_ENDIAN else pcm  # audioop: native order
+            native, self._rate_states[packet.payload_type] = audioop.ratecv(
+                native, 2, 1, decoder.output_rate, self.rate, self._rate_states.get(packet.payload_type)
+            )
+            pcm = audioop.byteswap(native, 2) if _BIG_ENDIAN else native
         expected = (packet.duration - packet.skip) * self._per_unit * 2
         if len(pcm) < expected:
             pcm += bytes(expected - len(pcm))  # a short decode must not shift the timeline

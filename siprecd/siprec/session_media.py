@@ -8,12 +8,13 @@ its own errors so the LoopingCall never dies.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -46,6 +47,7 @@ class SessionMedia:
         self.mix_streams: list[RecordedStream] = []
         self.mix_note: str | None = None
         self._loop: LoopingCall | None = None
+        self._start_call: IDelayedCall | None = None
         self._ticks = 0
         self._failed = False
         self._mix_failed: RecordingWriteError | None = None
@@ -66,27 +68,41 @@ class SessionMedia:
         Raises RecordingWriteError (with its errno) when a file cannot be created.
         """
         recording = self.config.recording
-        for stream in streams:
-            media = stream.media
-            if media is None or not stream.choice.accepted or stream.ports is None:
-                continue
-            m = offer.media[stream.choice.index]
-            media.expect(m.connection_address(offer), m.port)
-            if media.recorder is not None:
-                media.recorder.renegotiated(stream.choice)
-                continue
-            recorder = StreamRecorder(
-                self.session.directory,
-                stream.choice,
-                origin=self.session.started_at,
-                reorder_window=self.config.media.reorder_window,
-                max_delay=self.config.media.max_reorder_delay,
-                chunk_size=recording.chunk_size,
-                opus_passthrough=recording.opus_passthrough,
-            )
-            media.attach(recorder, stream.choice.clock_rate or 8000)
-        if self.mixer is None and self.mix_note is None:
-            self._start_mix([s for s in streams if s.recorder is not None])
+        created: list[StreamMedia] = []
+        try:
+            for stream in streams:
+                media = stream.media
+                if media is None or not stream.choice.accepted or stream.ports is None:
+                    continue
+                m = offer.media[stream.choice.index]
+                media.expect(m.connection_address(offer), m.port)
+                if media.recorder is not None:
+                    media.recorder.renegotiated(stream.choice)
+                    continue
+                recorder = StreamRecorder(
+                    self.session.directory,
+                    stream.choice,
+                    origin=self.session.started_at,
+                    reorder_window=self.config.media.reorder_window,
+                    max_delay=self.config.media.max_reorder_delay,
+                    chunk_size=recording.chunk_size,
+                    opus_passthrough=recording.opus_passthrough,
+                )
+                media.attach(recorder, stream.choice.clock_rate or 8000)
+                created.append(media)
+            if self.mixer is None and self.mix_note is None:
+                self._start_mix([s for s in streams if s.recorder is not None])
+        except RecordingWriteError:
+            # The offer fails: nobody will finish the files this call opened (their streams are
+            # aborted, not released), so close and remove them here or their descriptors leak.
+            for media in created:
+                media.recorder.writer.close()
+                try:
+                    os.unlink(media.recorder.writer.part_path)
+                except OSError:
+                    pass
+                media.recorder = media.stats = None
+            raise
 
     def _start_mix(self, recorded: list[RecordedStream]) -> None:
         mode = self.config.recording.mix
@@ -129,7 +145,7 @@ class SessionMedia:
 
     def start(self) -> None:
         interval = self.config.recording.flush_interval
-        self._loop = LoopingCall(self._tick, )
+        self._loop = LoopingCall(self._tick)
         self._loop.clock = self.clock
         # A random phase: thousands of sessions must not all write in the same millisecond.
         self._start_call = self.clock.callLater(random.uniform(0, interval), self._start_loop, interval)
@@ -171,8 +187,9 @@ class SessionMedia:
         self.clock.callLater(0, self.on_failure, reason)
 
     def stop(self) -> None:
-        """Stop the tick, finish every recorder and the mix (idempotent)."""
-        if getattr(self, "_start_call", None) is not None and self._start_call.active():
+        """Stop the tick and finish the mix (idempotent); the streams' own files are finished
+        as their ports are released (``finish_stream``), which must come first."""
+        if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()
         self._start_call = None
         if self._loop is not None and self._loop.running:
