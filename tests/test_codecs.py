@@ -1,6 +1,7 @@
 """Decoders: known tones encoded by FFmpeg's own encoders (through PyAV) must come back out.
 
-Helpers here (tone, encode, dominant_frequency) are shared with the other audio tests.
+The helpers (tone, encode, dominant_frequency, ...) live in tests/audio.py, shared with the other
+audio tests.
 """
 
 from __future__ import annotations
@@ -13,56 +14,7 @@ from twisted.trial import unittest
 
 from siprecd.media import codecs
 from siprecd.media.codecs import SUPPORTED_CODECS, decoder_for, opus_packet_duration
-
-
-def tone(frequency: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
-    """A sine as int16 samples."""
-    n = round(seconds * rate)
-    return (np.sin(2 * math.pi * frequency * np.arange(n) / rate) * amplitude * 32767).astype("<i2")
-
-
-def encode(
-    codec: str, samples: np.ndarray, rate: int, packet_samples: int, channels: int = 1, options: dict | None = None
-) -> list[bytes]:
-    """Encode int16 samples (shape (n,) or (n, 2)) into payloads of ``packet_samples`` each."""
-    layout = "stereo" if channels == 2 else "mono"
-    encoder = av.CodecContext.create(codec, "w")
-    encoder.sample_rate = rate
-    encoder.layout = layout
-    encoder.format = "s16"
-    if codec == "libopus":
-        encoder.bit_rate = 48000
-    if options:
-        encoder.options = options
-    encoder.open()
-    packets: list[bytes] = []
-    for start in range(0, len(samples) - packet_samples + 1, packet_samples):
-        block = samples[start : start + packet_samples].reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="s16", layout=layout)
-        frame.sample_rate = rate
-        frame.pts = start
-        packets += [bytes(p) for p in encoder.encode(frame)]
-    packets += [bytes(p) for p in encoder.encode(None)]
-    return packets
-
-
-def pcm_array(pcm: bytes, channels: int = 1) -> np.ndarray:
-    samples = np.frombuffer(pcm, "<i2").astype(np.float64)
-    return samples.reshape(-1, channels) if channels > 1 else samples
-
-
-def dominant_frequency(samples: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * rate / len(samples))
-
-
-def assert_near(test: unittest.TestCase, value: float, expected: float, delta: float) -> None:
-    """trial's assertAlmostEqual has no ``delta``."""
-    test.assertLessEqual(abs(value - expected), delta, f"{value} is not within {delta} of {expected}")
-
-
-def rms(samples: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(samples.astype(np.float64))))) if len(samples) else 0.0
+from tests.audio import assert_near, dominant_frequency, encode, pcm_array, rms, tone
 
 
 class RegistryTests(unittest.TestCase):

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from siprecd.recording.mix import Mixer, interleave, mixdown
 from siprecd.recording.wav import WavWriter
-from tests.test_codecs import assert_near, dominant_frequency, pcm_array, tone
+from tests.audio import assert_near, dominant_frequency, pcm_array, tone
 
 
 class Collect:

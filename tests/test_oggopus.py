@@ -13,7 +13,7 @@ from siprecd.media.codecs import opus_packet_duration
 from siprecd.recording import recovery
 from siprecd.recording.oggopus import OggOpusWriter, ogg_crc, ogg_page, opus_head, plc_packets, silence_packets
 from siprecd.recording.wav import RecordingWriteError
-from tests.test_codecs import assert_near, dominant_frequency, encode, rms, tone
+from tests.audio import assert_near, dominant_frequency, encode, rms, tone
 
 
 def pages(path: str) -> list[dict]:

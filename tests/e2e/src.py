@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from siprecd.media.rtp import build_rtp
@@ -30,6 +31,9 @@ class StreamSpec:
     timestamp_step: int  # RTP units per packet
     ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     extra_rtpmaps: Sequence[str] = ()
+    # packet index -> (payload type, payload, index whose timestamp it carries, marker): packets
+    # that replace the stream's own (telephone-events, say; see telephone_event()).
+    overrides: Mapping[int, tuple[int, bytes, int, bool]] = field(default_factory=dict)
 
 
 def offer(streams: Sequence[StreamSpec], address: str, ports: Sequence[int], direction: str = "sendonly") -> str:
@@ -137,51 +141,102 @@ class SRCClient:
         gaps: Sequence[tuple[int, int]] = (),
         seed: int = 7,
         packet_time: float = 0.02,
-    ) -> dict[str, int]:
-        """Send every stream's packets paced in real time; returns packets sent per label.
+        actions: Mapping[int, Callable[[], None]] | None = None,
+    ) -> SendReport:
+        """Send every stream's packets paced in real time (packet n in slot n, both streams of
+        a slot back to back); returns what was sent when.
 
-        ``gaps`` are (first_packet, count) ranges not sent at all (hold/SRC silence) while the
-        timestamps go on; ``loss`` drops that share at random; ``reorder`` swaps that share of
-        adjacent packets.
+        ``gaps`` are (first_packet, count) ranges the SRC does not send (hold, silence
+        suppression): the timestamps go on, the sequence numbers do not; ``loss`` drops that
+        share at random; ``reorder`` swaps that share of adjacent packets (the later one goes out
+        first, in the earlier one's slot).  ``actions[slot]`` is called at the start of that
+        slot, before its packets (a re-INVITE in the middle of the media, say).
         """
         rng = random.Random(seed)
         count = max(len(s.payloads) for s in streams)
         skipped = {i for start, length in gaps for i in range(start, start + length)}
-        plans: dict[str, list[tuple[int, bytes]]] = {}
+        plans: dict[str, list[tuple[int, int, bytes]]] = {}  # (slot, packet index, datagram)
         for stream in streams:
             plan = []
             sequence = rng.randrange(65536)
             timestamp = rng.randrange(2**32)
             for index, payload in enumerate(stream.payloads):
+                if index in skipped:
+                    continue  # a sender that stops sending uses no sequence numbers
+                payload_type, ts_index, marker = stream.payload_type, index, index == 0
+                if index in stream.overrides:
+                    payload_type, payload, ts_index, marker = stream.overrides[index]
                 packet = build_rtp(
-                    stream.payload_type,
-                    (sequence + index) & 0xFFFF,
-                    (timestamp + index * stream.timestamp_step) & 0xFFFFFFFF,
+                    payload_type,
+                    sequence & 0xFFFF,
+                    (timestamp + ts_index * stream.timestamp_step) & 0xFFFFFFFF,
                     stream.ssrc,
                     payload,
-                    marker=index == 0,
+                    marker=marker,
                 )
-                if index in skipped or (loss and rng.random() < loss):
-                    continue
-                plan.append((index, packet))
+                sequence += 1
+                if loss and rng.random() < loss:
+                    continue  # lost in the network: its sequence number is missing
+                plan.append((index, index, packet))
             if reorder:
                 for i in range(len(plan) - 1):
                     if rng.random() < reorder:
-                        plan[i], plan[i + 1] = (plan[i + 1][0] - 0, plan[i][1]), (plan[i][0], plan[i + 1][1])
+                        (slot_a, index_a, packet_a), (slot_b, index_b, packet_b) = plan[i], plan[i + 1]
+                        plan[i], plan[i + 1] = (slot_a, index_b, packet_b), (slot_b, index_a, packet_a)
             plans[stream.label] = plan
+        report = SendReport(time.time(), {label: [] for label in plans}, {label: [] for label in plans})
         start = time.monotonic()
         cursors = {label: 0 for label in plans}
-        sent = {label: 0 for label in plans}
         for slot in range(count):
             due = start + slot * packet_time
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if actions and slot in actions:
+                actions[slot]()
             for stream in streams:
-                plan = plans[stream.label]
-                while cursors[stream.label] < len(plan) and plan[cursors[stream.label]][0] <= slot:
-                    port = self.answer_ports[stream.label]
-                    self.rtp.sendto(plan[cursors[stream.label]][1], ("127.0.0.1", port))
-                    cursors[stream.label] += 1
-                    sent[stream.label] += 1
-        return sent
+                label = stream.label
+                plan = plans[label]
+                while cursors[label] < len(plan) and plan[cursors[label]][0] <= slot:
+                    _, index, packet = plan[cursors[label]]
+                    self.rtp.sendto(packet, ("127.0.0.1", self.answer_ports[label]))
+                    report.times[label].append(time.time())
+                    report.indices[label].append(index)
+                    cursors[label] += 1
+        return report
+
+
+@dataclass
+class SendReport:
+    """What :meth:`SRCClient.send_rtp` sent: per label, packet indices and wall-clock send times
+    (``time.time()``, comparable with session.json's times), in sending order."""
+
+    start: float
+    indices: dict[str, list[int]]
+    times: dict[str, list[float]]
+
+    def sent(self, label: str) -> int:
+        return len(self.indices[label])
+
+    def first(self) -> float:
+        """When the first packet of any stream left."""
+        return min(times[0] for times in self.times.values() if times)
+
+    def last(self) -> float:
+        return max(times[-1] for times in self.times.values() if times)
+
+
+def telephone_event(
+    digit: int, start: int, packets: int, *, step: int = 160, volume: int = 10, payload_type: int = 101
+) -> dict[int, tuple[int, bytes, int, bool]]:
+    """RFC 4733 packets for one key press, as :attr:`StreamSpec.overrides` from packet ``start``:
+    ``packets`` updates with growing durations (the first marked), the last of them with the E
+    bit and sent three times (§2.5.1.4).  All carry the event's start timestamp; the event lasts
+    ``packets * step`` units and takes ``packets + 2`` packet slots."""
+    out = {}
+    for n in range(packets + 2):
+        duration = min(n + 1, packets) * step
+        end = n >= packets - 1
+        payload = struct.pack("!BBH", digit, (0x80 if end else 0) | volume, duration)
+        out[start + n] = (payload_type, payload, start, n == 0)
+    return out
