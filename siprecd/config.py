@@ -127,6 +127,25 @@ def _codecs(text: str) -> tuple[str, ...]:
     return names
 
 
+def _algorithm(text: str) -> str:
+    names = {"aes-256-gcm": "AES-256-GCM", "chacha20-poly1305": "ChaCha20-Poly1305"}
+    try:
+        return names[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not AES-256-GCM or ChaCha20-Poly1305") from None
+
+
+def _duration(text: str) -> float:
+    value = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (e.g. 24h, 30m, 90s, 3600)") from None
+
+
 PORT = _int(0, 65535)
 
 SCHEMA: dict[str, list[Key]] = {
@@ -244,6 +263,37 @@ SCHEMA: dict[str, list[Key]] = {
         Key("max_metadata_size", _int(1024, 16777216), "1048576", "Largest metadata document parsed, bytes."),
         Key("retry_after", _int(1, 3600), "10", "Retry-After seconds on 503 for overload."),
     ],
+    "encryption": [
+        Key(
+            "enabled",
+            _bool,
+            "false",
+            "Encrypt recordings at rest (streaming AEAD, see docs/encryption-format.md).",
+        ),
+        Key("algorithm", _algorithm, "AES-256-GCM", "Data cipher of new files: AES-256-GCM or ChaCha20-Poly1305."),
+        Key(
+            "encrypt_metadata",
+            _bool,
+            "false",
+            "Also encrypt metadata XML and the personal fields of session.json "
+            "(session-private.json.enc); session.json keeps ids, times, state, file names, stats.",
+        ),
+        Key("key_store", _choice("file", "memory"), "file", "Where key-encryption keys live ('memory': lost at exit)."),
+        Key("key_directory", _path, "/var/lib/siprecd/keys", "Directory of the file key store (mode 0700)."),
+        Key(
+            "rotation_interval",
+            _duration,
+            "24h",
+            "How often a new key-encryption key is made (e.g. 24h, 30m, 3600); 0 disables rotation.",
+        ),
+        Key("kdf", _choice("scrypt", "pbkdf2"), "scrypt", "How SIPRECD_ENCRYPTION_PASSPHRASE becomes a wrapping key."),
+        Key(
+            "kdf_cost",
+            _int(1, 10_000_000),
+            "15",
+            "scrypt: log2 of N (15 = 32768); pbkdf2: iterations (e.g. 600000).",
+        ),
+    ],
     "web": [
         Key("bind_address", _address, "127.0.0.1", "Address of the HTTP server (health, metrics, API)."),
         Key("port", PORT, "8080", "HTTP port; 0 disables the web server."),
@@ -304,6 +354,18 @@ class SiprecConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    enabled: bool
+    algorithm: str
+    encrypt_metadata: bool
+    key_store: str
+    key_directory: str
+    rotation_interval: float
+    kdf: str
+    kdf_cost: int
+
+
+@dataclass(frozen=True)
 class WebConfig:
     bind_address: str
     port: int
@@ -314,6 +376,7 @@ SECTIONS: dict[str, type] = {
     "media": MediaConfig,
     "recording": RecordingConfig,
     "siprec": SiprecConfig,
+    "encryption": EncryptionConfig,
     "web": WebConfig,
 }
 
@@ -324,6 +387,7 @@ class Config:
     media: MediaConfig
     recording: RecordingConfig
     siprec: SiprecConfig
+    encryption: EncryptionConfig
     web: WebConfig
     source: str = field(default="embedded defaults")
 
@@ -393,6 +457,16 @@ def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
         errors.append("[sip] tls_ca_certificates is set but tls_port is 0")
     if sip["t2"] < sip["t1"]:
         errors.append(f"[sip] t2 ({sip['t2']}) must not be below t1 ({sip['t1']})")
+    encryption = values["encryption"]
+    if encryption["enabled"] and values["recording"]["opus_passthrough"]:
+        errors.append(
+            "[recording] opus_passthrough cannot be combined with [encryption] enabled yet "
+            "(the Ogg writer patches pages in place)"
+        )
+    if encryption["encrypt_metadata"] and not encryption["enabled"]:
+        errors.append("[encryption] encrypt_metadata needs [encryption] enabled = true")
+    if encryption["rotation_interval"] and encryption["rotation_interval"] < 60:
+        errors.append(f"[encryption] rotation_interval = {encryption['rotation_interval']:g}s: at least 60s, or 0")
     if media["port_min"] % 2:
         errors.append(f"[media] port_min = {media['port_min']}: must be even (RTP ports are even)")
     if media["port_max"] < media["port_min"] + 1:

@@ -24,6 +24,8 @@ import errno
 import os
 import random
 import struct
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "PART_SUFFIX",
@@ -208,6 +210,10 @@ class WavWriter:
     ``path`` is the final name; the file is ``path + '.part'`` until :meth:`finalize`.
     ``first_chunk`` sets the size of the first write (default: random between chunk_size/2 and
     chunk_size, to stagger streams); tests pass it to be deterministic.
+
+    ``open_file(path)`` replaces the plain :class:`PartFile`, e.g. with an encrypting one.  Such
+    a file is append-only: the header keeps placeholder sizes (the decrypting tool fixes them)
+    and every flush seals what was written so a crash keeps it.
     """
 
     def __init__(
@@ -219,6 +225,7 @@ class WavWriter:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         first_chunk: int | None = None,
         mode: int = 0o640,
+        open_file: Callable[[str], Any] | None = None,
     ) -> None:
         if channels not in (1, 2):
             raise ValueError("channels must be 1 or 2")
@@ -235,11 +242,13 @@ class WavWriter:
         #: The first write error; the writer accepts nothing after it.
         self.failed: RecordingWriteError | None = None
         self.finalized = False
-        self._file = PartFile(path, mode=mode)
+        self._file = PartFile(path, mode=mode) if open_file is None else open_file(path)
+        # Only a plain file can have its header patched in place as it grows.
+        self._patchable = isinstance(self._file, PartFile)
         self.path = path
         self.part_path = self._file.part_path
         try:
-            self._file.write(wav_header(sample_rate, channels, 0))
+            self._file.write(wav_header(sample_rate, channels, 0 if self._patchable else MAX_WAV_DATA))
         except RecordingWriteError as e:
             self.failed = e
             self._file.close()
@@ -283,7 +292,10 @@ class WavWriter:
             raise
         self.data_size += len(self._buffer)
         self._buffer.clear()
-        self._write_sizes()
+        if self._patchable:
+            self._write_sizes()
+        else:
+            self._seal()
 
     def finalize(self) -> str:
         """Flush, fix the header, fsync and rename ``.part`` to the final name; returns it.
@@ -300,7 +312,7 @@ class WavWriter:
                     self.flush()
                 except RecordingWriteError:
                     pass  # recorded in self.failed; keep what is on disk
-            if self.failed is not None:
+            if self.failed is not None and self._patchable:
                 self._salvage()
             path = self._file.publish()
         except RecordingWriteError:
@@ -324,6 +336,13 @@ class WavWriter:
         self.data_size = on_disk - on_disk % self.block_align
         self._file.truncate(WAV_HEADER_SIZE + self.data_size)
         self._write_sizes()
+
+    def _seal(self) -> None:
+        try:
+            self._file.flush()
+        except RecordingWriteError as e:
+            self._fail(e)
+            raise
 
     def _write_sizes(self) -> None:
         # Bytes 4..44 of the header: RIFF size, 'WAVE', fmt chunk, 'data', data size. One pwrite.
