@@ -136,14 +136,16 @@ def _algorithm(text: str) -> str:
 
 
 def _duration(text: str) -> float:
-    value = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if value and value[-1] in units:
-            return float(value[:-1]) * units[value[-1]]
-        return float(value)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a duration (e.g. 24h, 30m, 90s, 3600)") from None
+    from siprecd.crypto.rotation import parse_duration
+
+    return parse_duration(text)
+
+
+def _optional_int(low: int, high: int) -> Parser:
+    def parse(text: str) -> int | None:
+        return _int(low, high)(text) if text.strip() else None
+
+    return parse
 
 
 PORT = _int(0, 65535)
@@ -289,9 +291,9 @@ SCHEMA: dict[str, list[Key]] = {
         Key("kdf", _choice("scrypt", "pbkdf2"), "scrypt", "How SIPRECD_ENCRYPTION_PASSPHRASE becomes a wrapping key."),
         Key(
             "kdf_cost",
-            _int(1, 10_000_000),
-            "15",
-            "scrypt: log2 of N (15 = 32768); pbkdf2: iterations (e.g. 600000).",
+            _optional_int(1, 10_000_000),
+            "",
+            "scrypt: log2 of N; pbkdf2: iterations; empty: 15 for scrypt, 600000 for pbkdf2.",
         ),
     ],
     "web": [
@@ -362,7 +364,7 @@ class EncryptionConfig:
     key_directory: str
     rotation_interval: float
     kdf: str
-    kdf_cost: int
+    kdf_cost: int | None
 
 
 @dataclass(frozen=True)

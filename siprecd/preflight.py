@@ -33,6 +33,14 @@ def preflight(config: Config) -> list[str]:
             problem = port_problem(kind, address, port)
             if problem:
                 errors.append(f"{name} = {port} on {address}: {problem}")
+    if config.encryption.enabled:
+        from siprecd.crypto.keystore import KeyStoreError
+        from siprecd.crypto.stores import key_store_from_config
+
+        try:
+            key_store_from_config(config.encryption, os.environ)
+        except KeyStoreError as error:
+            errors.append(f"[encryption] {error}")
     problem = directory_problem(config.recording.directory)
     if problem:
         errors.append(f"[recording] directory = {config.recording.directory}: {problem}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -13,6 +14,9 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from siprecd.config import Config
+from siprecd.crypto.at_rest import AtRest
+from siprecd.crypto.rotation import KeyRotation
+from siprecd.crypto.stores import key_store_from_config
 from siprecd.sip.message import Limits
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.stack import SIPStack
@@ -93,7 +97,19 @@ def make_service(reactor: Any, config: Config) -> MultiService:
     from siprecd.siprec.controller import build_controller
 
     top = MultiService()
-    controller, controller_service = build_controller(reactor, config)
+    at_rest = AtRest(None)
+    if config.encryption.enabled:
+        # Checked in preflight already; opened again here so the server owns its store.
+        store = key_store_from_config(config.encryption, os.environ)
+        at_rest = AtRest(
+            store,
+            config.encryption.algorithm,
+            encrypt_metadata=config.encryption.encrypt_metadata,
+            chunk_size=config.recording.chunk_size,
+        )
+        if config.encryption.rotation_interval:
+            KeyRotation(store, reactor, config.encryption.rotation_interval).setServiceParent(top)
+    controller, controller_service = build_controller(reactor, config, at_rest)
     stack = build_stack(reactor, config, controller)
     controller.attach(stack)
     # Stopped in reverse: the controller ends its sessions (BYE, files finalized) while the SIP

@@ -25,6 +25,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from siprecd.config import ConfigError, load_config
+from siprecd.crypto.at_rest import AtRest
 from siprecd.recording.files import SessionFiles
 from siprecd.sdp import SessionDescription, parse
 from siprecd.service import build_stack
@@ -620,11 +621,11 @@ class AdmissionTests(ControllerTestCase):
         self.assert_quiet()
 
     def test_disk_full_writing_session_json(self) -> None:
-        def full(self: SessionFiles, name: str, document: dict[str, Any]) -> None:
+        def full(self: AtRest, directory: str, document: dict[str, Any]) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         call = Call(self)
-        with mock.patch.object(SessionFiles, "write_json", full):
+        with mock.patch.object(AtRest, "write_session", full):
             response = call.invite(sdp_offer(audio(10000, "a")))
         self.assertEqual((response.status, response.reason), (503, "recording storage is full"))
         self.assert_nothing_bound()

@@ -108,8 +108,3 @@ class SessionFiles:
     def write_json(self, name: str, document: dict[str, Any]) -> None:
         data = json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False).encode() + b"\n"
         atomic_write(os.path.join(self.path, name), data)
-
-    def store(self, name: str, data: bytes) -> str:
-        """Write a file once (never overwritten); returns its name relative to the session."""
-        atomic_write(os.path.join(self.path, name), data)
-        return name

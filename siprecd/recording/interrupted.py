@@ -15,7 +15,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from siprecd.recording.files import ActiveIndex, SessionFiles
+from siprecd.crypto.at_rest import SUFFIX
 from siprecd.recording.recovery import recover_directory
+from siprecd.recording.wav import PART_SUFFIX, publish
 from siprecd.recording.session import iso_utc
 
 log = Logger()
@@ -36,6 +38,23 @@ def recover_interrupted(root: str) -> list[dict[str, Any]]:
     return report
 
 
+def _publish_encrypted(directory: str) -> list[dict[str, Any]]:
+    """Encrypted ``.part`` files are published as they are: their chunks authenticate up to the
+    crash, and the tools report them as truncated (no final chunk), never as corrupt."""
+    out = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if not entry.name.endswith(SUFFIX + PART_SUFFIX) or not entry.is_file():
+            continue
+        final = entry.path[: -len(PART_SUFFIX)]
+        try:
+            publish(entry.path, final)
+            outcome = "published-truncated"
+        except OSError as error:
+            outcome = f"failed: {error.strerror}"
+        out.append({"file": os.path.basename(final), "outcome": outcome, "kind": "encrypted"})
+    return out
+
+
 def _last_write(directory: str) -> float:
     times = [entry.stat().st_mtime for entry in os.scandir(directory) if entry.is_file()]
     return max(times) if times else os.stat(directory).st_mtime
@@ -46,6 +65,7 @@ def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
         return {"session_id": session_id, "directory": directory, "outcome": "missing"}
     # Before the repair, which rewrites the WAV headers and so the files' modification times.
     ended_at = _last_write(directory)
+    sealed = _publish_encrypted(directory)
     files = recover_directory(directory)
     path = os.path.join(directory, "session.json")
     with open(path, encoding="utf-8") as handle:
@@ -58,7 +78,7 @@ def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
         {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}
         | {"file": os.path.basename(r.path)}
         for r in files
-    ]
+    ] + sealed
     SessionFiles(directory).write_json("session.json", session)
     log.warn(
         "recovered interrupted session {session_id}: {count} file(s) repaired in {directory}",

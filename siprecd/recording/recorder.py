@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from siprecd.crypto.at_rest import AtRest
 from siprecd.media.codecs import Decoder, decoder_for, duration_of
 from siprecd.media.dtmf import DtmfEvent
 from siprecd.media.stats import StreamCounters
@@ -62,6 +63,7 @@ class StreamRecorder:
         chunk_size: int,
         opus_passthrough: bool,
         pcm_sink: Callable[[bytes], None] | None = None,
+        at_rest: AtRest | None = None,
     ) -> None:
         assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None
         self.choice = choice
@@ -87,12 +89,17 @@ class StreamRecorder:
         )
         extension = "opus" if self.passthrough else "wav"
         self.file = stream_file_name(choice.index, choice.label, extension)
+        open_file = None
+        if at_rest is not None:
+            self.file = at_rest.audio_name(self.file)
+            open_file = at_rest.open_audio()
         path = f"{directory}/{self.file}"
         self.writer: WavWriter | OggOpusWriter
         if self.passthrough:
+            # Config refuses passthrough with encryption: the Ogg writer patches pages in place.
             self.writer = OggOpusWriter(path, chunk_size=chunk_size)
         else:
-            self.writer = WavWriter(path, sample_rate=self.rate, chunk_size=chunk_size)
+            self.writer = WavWriter(path, sample_rate=self.rate, chunk_size=chunk_size, open_file=open_file)
 
     def _add_decoder(self, choice: StreamChoice) -> Decoder:
         assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None

@@ -8,6 +8,7 @@ either side, CANCEL, missing ACK) finalizes the session.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import uuid
@@ -19,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from siprecd.config import Config
+from siprecd.crypto.at_rest import AtRest
 from siprecd.errors import BadRequest, NotAcceptableHere, ServiceUnavailable
 from siprecd.media.ports import PortAllocator
 from siprecd.recording.interrupted import recover_interrupted
@@ -60,7 +62,10 @@ class Call:
 
 
 class Controller:
-    def __init__(self, clock: Any, config: Config, ports: PortAllocator) -> None:
+    def __init__(
+        self, clock: Any, config: Config, ports: PortAllocator, at_rest: AtRest | None = None
+    ) -> None:
+        self.at_rest = at_rest or AtRest(None)
         self.clock = clock
         self.active = ActiveIndex(config.recording.directory)
         self.config = config
@@ -69,7 +74,9 @@ class Controller:
         self.sessions: dict[str, RecordingSession] = {}
         self.finished = 0
         self.counters: dict[str, int] = {}
-        self.metadata = MetadataIntake(clock, config.siprec.max_metadata_size, self._count)
+        self.metadata = MetadataIntake(
+            clock, config.siprec.max_metadata_size, self._count, self.at_rest
+        )
 
     def attach(self, stack: SIPStack) -> None:
         self.stack = stack
@@ -99,7 +106,9 @@ class Controller:
             raise NotAcceptableHere("INVITE without an SDP offer is not supported by this SRS")
         offer = parse(offer_part.body)
         session = self._new_session(request, dialog, siprec)
-        media = SessionMedia(self.clock, self.config, session, lambda reason: self._abort(dialog, reason))
+        media = SessionMedia(
+            self.clock, self.config, session, lambda reason: self._abort(dialog, reason), self.at_rest
+        )
         session.mix_view = media.to_json
         streams = StreamTable(self.ports, media.new_stream_media, media.finish_stream)
         try:
@@ -316,8 +325,8 @@ class Controller:
         try:
             files.create()
             created = True
-            files.write_json("session.json", session.to_json())
-        except OSError as error:
+            self.at_rest.write_session(session.directory, session.to_json())
+        except (OSError, RecordingWriteError) as error:
             self._count("storage_errors")
             if created:
                 # No directory without a session.json for a call that was refused.
@@ -334,17 +343,18 @@ class Controller:
             ) from None
 
     def _store_sdp(self, session: RecordingSession, kind: str, data: bytes) -> None:
-        name = f"sdp-{len(session.sdp_files) + 1:04d}-{kind}.sdp"
+        name = self.at_rest.metadata_name(f"sdp-{len(session.sdp_files) + 1:04d}-{kind}.sdp")
         try:
-            session.sdp_files.append(SessionFiles(session.directory).store(name, data))
-        except OSError as error:
+            self.at_rest.store_metadata(os.path.join(session.directory, name), data)
+            session.sdp_files.append(name)
+        except (OSError, RecordingWriteError) as error:
             self._count("storage_errors")
             log.error("cannot store {name} for {session_id}: {error}", name=name, session_id=session.session_id, error=error)
 
     def _save(self, session: RecordingSession) -> None:
         try:
-            SessionFiles(session.directory).write_json("session.json", session.to_json())
-        except OSError as error:
+            self.at_rest.write_session(session.directory, session.to_json())
+        except (OSError, RecordingWriteError) as error:
             # The previous session.json stays intact (atomic rename); the next change retries.
             self._count("storage_errors")
             log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, error=error)
@@ -378,7 +388,9 @@ class ControllerService(Service):
         return None
 
 
-def build_controller(reactor: Any, config: Config) -> tuple[Controller, ControllerService]:
+def build_controller(
+    reactor: Any, config: Config, at_rest: AtRest | None = None
+) -> tuple[Controller, ControllerService]:
     media = config.media
     ports = PortAllocator(
         reactor,
@@ -388,6 +400,6 @@ def build_controller(reactor: Any, config: Config) -> tuple[Controller, Controll
         config.siprec.retry_after,
         receive_buffer=media.receive_buffer,
     )
-    controller = Controller(reactor, config, ports)
+    controller = Controller(reactor, config, ports, at_rest)
     return controller, ControllerService(controller)
 

@@ -6,13 +6,15 @@ kept, the problem logged with what and where, and counted.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 
 from siprecd.metadata import MetadataError, parse_metadata
-from siprecd.recording.files import SessionFiles
+from siprecd.crypto.at_rest import AtRest
+from siprecd.recording.wav import RecordingWriteError
 from siprecd.recording.session import MetadataVersion, RecordingSession, iso_utc
 from siprecd.sip.multipart import BodyPart
 
@@ -33,7 +35,10 @@ def metadata_parts(parts: list[BodyPart]) -> list[BodyPart]:
 
 
 class MetadataIntake:
-    def __init__(self, clock: Any, max_size: int, count: Callable[[str], None]) -> None:
+    def __init__(
+        self, clock: Any, max_size: int, count: Callable[[str], None], at_rest: AtRest
+    ) -> None:
+        self._at_rest = at_rest
         self._clock = clock
         self._max_size = max_size
         self._count = count
@@ -49,11 +54,11 @@ class MetadataIntake:
     def _take_one(self, session: RecordingSession, part: BodyPart, method: str) -> None:
         now = iso_utc(self._clock.seconds())
         index = len(session.metadata_versions) + 1
-        name = f"metadata-{index:04d}.xml"
+        name = self._at_rest.metadata_name(f"metadata-{index:04d}.xml")
         version = MetadataVersion(index, name, now, method, part.content_type, parsed=False)
         try:
-            SessionFiles(session.directory).store(name, part.body)
-        except OSError as error:
+            self._at_rest.store_metadata(os.path.join(session.directory, name), part.body)
+        except (OSError, RecordingWriteError) as error:
             self._count("storage_errors")
             version.file = ""
             log.error(

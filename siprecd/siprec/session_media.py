@@ -19,6 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from siprecd.config import Config
+from siprecd.crypto.at_rest import AtRest
 from siprecd.media.receiver import StreamMedia
 from siprecd.recording.mix import Mixer
 from siprecd.recording.recorder import StreamRecorder
@@ -36,7 +37,9 @@ class SessionMedia:
         config: Config,
         session: RecordingSession,
         on_failure: Callable[[str], None],
+        at_rest: AtRest | None = None,
     ) -> None:
+        self.at_rest = at_rest
         self.clock = clock
         self.config = config
         self.session = session
@@ -87,6 +90,7 @@ class SessionMedia:
                     max_delay=self.config.media.max_reorder_delay,
                     chunk_size=recording.chunk_size,
                     opus_passthrough=recording.opus_passthrough,
+                    at_rest=self.at_rest,
                 )
                 media.attach(recorder, stream.choice.clock_rate or 8000)
                 created.append(media)
@@ -119,11 +123,16 @@ class SessionMedia:
         rate = max(left.rate, right.rate)
         channels = 2 if mode == "stereo" else 1
         name = f"mix-{mode}.wav"
+        open_file = None
+        if self.at_rest is not None:
+            name = self.at_rest.audio_name(name)
+            open_file = self.at_rest.open_audio()
         writer = WavWriter(
             f"{self.session.directory}/{name}",
             sample_rate=rate,
             channels=channels,
             chunk_size=self.config.recording.chunk_size * channels,
+            open_file=open_file,
         )
         self.mix_writers = [writer]
         sink = {"stereo": writer} if mode == "stereo" else {"mono": writer}
