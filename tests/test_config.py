@@ -154,3 +154,39 @@ class PreflightTests(SynchronousTestCase):
         message = str(raised.exception)
         self.assertIn("[sip] udp_port = 'x'", message)
         self.assertIn("[web] port = '-1'", message)
+
+
+class EncryptionPreflightTests(SynchronousTestCase):
+    def config(self, keys: str) -> object:
+        return load_config(
+            None,
+            {
+                "SIPRECD_SIP_BIND_ADDRESS": "127.0.0.1",
+                "SIPRECD_SIP_UDP_PORT": "0",
+                "SIPRECD_SIP_TCP_PORT": "0",
+                "SIPRECD_WEB_PORT": "0",
+                "SIPRECD_RECORDING_DIRECTORY": os.path.abspath(self.mktemp()),
+                "SIPRECD_ENCRYPTION_ENABLED": "true",
+                "SIPRECD_ENCRYPTION_KEY_DIRECTORY": keys,
+            },
+        )
+
+    def test_key_directory_too_open_refuses_to_start(self) -> None:
+        keys = os.path.abspath(self.mktemp())
+        os.makedirs(keys)
+        os.chmod(keys, 0o755)
+        problems = preflight(self.config(keys))  # type: ignore[arg-type]
+        self.assertEqual(len(problems), 1, problems)
+        self.assertTrue(problems[0].startswith("[encryption] "), problems)
+        self.assertIn(keys, problems[0])
+        self.assertIn("755", problems[0])
+
+    def test_new_key_directory_is_created_private(self) -> None:
+        keys = os.path.abspath(self.mktemp())
+        self.assertEqual(preflight(self.config(keys)), [])  # type: ignore[arg-type]
+        self.assertEqual(os.stat(keys).st_mode & 0o777, 0o700)
+
+    def test_passthrough_and_encryption_refused_together(self) -> None:
+        with self.assertRaises(ConfigError) as raised:
+            load_config(None, {"SIPRECD_ENCRYPTION_ENABLED": "true", "SIPRECD_RECORDING_OPUS_PASSTHROUGH": "true"})
+        self.assertIn("opus_passthrough cannot be combined", raised.exception.errors[0])
