@@ -178,7 +178,7 @@ class FileKeyStoreTests(SynchronousTestCase):
 
     def test_write_failure_leaves_no_temporary_and_names_the_file(self) -> None:
         store = self.store()
-        with mock.patch.object(keystore.os, "rename", side_effect=OSError(28, "No space left on device")):
+        with mock.patch.object(os, "replace", side_effect=OSError(28, "No space left on device")):
             error = self.assertRaises(KeyStoreError, store.current)
         self.assertIn("cannot write key file", str(error))
         self.assertIn("No space left on device", str(error))
@@ -186,17 +186,17 @@ class FileKeyStoreTests(SynchronousTestCase):
 
     def test_temporary_is_fsynced_before_rename_and_directory_after(self) -> None:
         calls: list[str] = []
-        real_fsync, real_rename = os.fsync, os.rename
+        real_fsync, real_replace = os.fsync, os.replace
 
         def fsync(fd: int) -> None:
             calls.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
             real_fsync(fd)
 
-        def rename(a: str, b: str) -> None:
+        def replace(a: str, b: str) -> None:
             calls.append("rename")
-            real_rename(a, b)
+            real_replace(a, b)
 
-        with mock.patch.object(keystore.os, "fsync", fsync), mock.patch.object(keystore.os, "rename", rename):
+        with mock.patch.object(os, "fsync", fsync), mock.patch.object(os, "replace", replace):
             self.store().current()
         self.assertEqual(calls, ["fsync-file", "rename", "fsync-dir"])
 

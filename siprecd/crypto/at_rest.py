@@ -13,7 +13,7 @@ from typing import Any
 
 from siprecd.crypto.files import EncryptedPartFile
 from siprecd.crypto.keystore import KeyStore
-from siprecd.recording.files import atomic_write
+from siprecd.durable import atomic_write
 
 SUFFIX = ".enc"
 
@@ -60,14 +60,7 @@ class AtRest:
         if not self.encrypt_metadata:
             atomic_write(path, data)
             return
-        assert self.keys is not None
-        sealed = EncryptedPartFile(path, self.keys, self.algorithm, chunk_size=self.chunk_size)
-        try:
-            sealed.write(data)
-            sealed.publish()
-        except BaseException:
-            sealed.close()
-            raise
+        self._seal(path, data)
 
     def write_session(self, directory: str, document: dict[str, Any]) -> None:
         """session.json, and with encrypt_metadata its personal fields sealed beside it."""
@@ -84,14 +77,19 @@ class AtRest:
         for stale in (temporary, temporary + ".part"):
             if os.path.exists(stale):
                 os.unlink(stale)
-        sealed = EncryptedPartFile(temporary, self.keys, self.algorithm, chunk_size=self.chunk_size)
+        self._seal(temporary, data)
+        os.replace(temporary, path)
+
+    def _seal(self, path: str, data: bytes) -> None:
+        """One whole encrypted file at ``path`` (which must not exist yet)."""
+        assert self.keys is not None
+        sealed = EncryptedPartFile(path, self.keys, self.algorithm, chunk_size=self.chunk_size)
         try:
             sealed.write(data)
             sealed.publish()
         except BaseException:
             sealed.close()
             raise
-        os.replace(temporary, path)
 
 
 def _dump(document: dict[str, Any]) -> bytes:

@@ -36,7 +36,8 @@ from siprecd.crypto.container import (
     wrap_data_key,
 )
 from siprecd.recording.recovery import _repair_wav
-from siprecd.recording.wav import PartFile, RecordingWriteError, publish, sync_directory
+from siprecd.durable import sync_directory
+from siprecd.recording.wav import PartFile, RecordingWriteError, publish
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -50,6 +50,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from siprecd.durable import atomic_write
+
 PASSPHRASE_VARIABLE = "SIPRECD_ENCRYPTION_PASSPHRASE"
 KEY_SIZE = 32
 FORMAT = "siprecd-kek-1"
@@ -401,27 +403,12 @@ class FileKeyStore:
         return kek
 
     def _write(self, path: str, data: bytes) -> None:
-        temporary = os.path.join(self.directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        if os.path.lexists(path):
+            raise KeyStoreError(f"key file {path} already exists")  # a 1-in-4096 same-µs clash
         try:
-            if os.path.lexists(path):
-                raise KeyStoreError(f"key file {path} already exists")  # a 1-in-4096 same-µs clash
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temporary, path)
-            _fsync_directory(self.directory)
+            atomic_write(path, data, mode=0o600)
         except OSError as error:
-            _unlink_quietly(temporary)
             raise KeyStoreError(f"cannot write key file {path}: {error.strerror}") from None
-        except BaseException:
-            _unlink_quietly(temporary)
-            raise
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -511,18 +498,3 @@ def _b64field(document: dict[str, Any], name: str, path: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise KeyStoreError(f"key file {path} has a damaged {name!r} (not base64)") from None
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -16,6 +16,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from siprecd.durable import atomic_write
+
 log = Logger()
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -24,33 +26,6 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 def session_directory(root: str, session_id: str, started: float) -> str:
     day = time.gmtime(started)
     return os.path.join(root, f"{day.tm_year:04d}", f"{day.tm_mon:02d}", f"{day.tm_mday:02d}", session_id)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(directory)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable: without it a crash may bring back the old version."""
-    descriptor = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class ActiveIndex:

@@ -27,6 +27,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from siprecd.durable import sync_directory
+
 __all__ = [
     "PART_SUFFIX",
     "RecordingWriteError",
@@ -173,14 +175,6 @@ def publish(part_path: str, path: str) -> None:
     else:
         os.unlink(part_path)
     sync_directory(os.path.dirname(path) or ".")
-
-
-def sync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def wav_header(sample_rate: int, channels: int, data_size: int) -> bytes:
