@@ -246,6 +246,21 @@ SCHEMA: dict[str, list[Key]] = {
             "1.0",
             "Seconds between flushes of every open file (what a crash can lose at most).",
         ),
+        Key(
+            "min_free_space",
+            _int(0, 2**62),
+            "268435456",
+            "Bytes that must stay free on the recording file system: below it new calls get 503 "
+            "and /ready fails.",
+        ),
+    ],
+    "service": [
+        Key(
+            "drain_timeout",
+            _float(0, 86400),
+            "60",
+            "On stop: seconds active calls may go on (new INVITEs get 503) before they get a BYE.",
+        ),
     ],
     "siprec": [
         Key(
@@ -299,6 +314,16 @@ SCHEMA: dict[str, list[Key]] = {
     "web": [
         Key("bind_address", _address, "127.0.0.1", "Address of the HTTP server (health, metrics, API)."),
         Key("port", PORT, "8080", "HTTP port; 0 disables the web server."),
+        Key("api_token", _string, "", "Bearer token for the API and dashboard (empty: none)."),
+        Key(
+            "basic_users",
+            _string,
+            "",
+            "HTTP basic credentials for the API and dashboard: 'user:password' pairs separated by "
+            "spaces (empty: none).",
+        ),
+        Key("protect_health", _bool, "false", "Require the credentials for /health and /ready too."),
+        Key("protect_metrics", _bool, "false", "Require the credentials for /metrics too."),
     ],
 }
 
@@ -344,6 +369,12 @@ class RecordingConfig:
     opus_passthrough: bool
     chunk_size: int
     flush_interval: float
+    min_free_space: int
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    drain_timeout: float
 
 
 @dataclass(frozen=True)
@@ -371,12 +402,21 @@ class EncryptionConfig:
 class WebConfig:
     bind_address: str
     port: int
+    api_token: str
+    basic_users: str
+    protect_health: bool
+    protect_metrics: bool
+
+    @property
+    def users(self) -> dict[str, str]:
+        return dict(pair.split(":", 1) for pair in self.basic_users.split())
 
 
 SECTIONS: dict[str, type] = {
     "sip": SipConfig,
     "media": MediaConfig,
     "recording": RecordingConfig,
+    "service": ServiceConfig,
     "siprec": SiprecConfig,
     "encryption": EncryptionConfig,
     "web": WebConfig,
@@ -388,6 +428,7 @@ class Config:
     sip: SipConfig
     media: MediaConfig
     recording: RecordingConfig
+    service: ServiceConfig
     siprec: SiprecConfig
     encryption: EncryptionConfig
     web: WebConfig
@@ -469,6 +510,9 @@ def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
         errors.append("[encryption] encrypt_metadata needs [encryption] enabled = true")
     if encryption["rotation_interval"] and encryption["rotation_interval"] < 60:
         errors.append(f"[encryption] rotation_interval = {encryption['rotation_interval']:g}s: at least 60s, or 0")
+    bad_users = [pair for pair in values["web"]["basic_users"].split() if ":" not in pair or pair.startswith(":")]
+    if bad_users:
+        errors.append(f"[web] basic_users: {len(bad_users)} entr(ies) are not 'user:password'")
     if media["port_min"] % 2:
         errors.append(f"[media] port_min = {media['port_min']}: must be even (RTP ports are even)")
     if media["port_max"] < media["port_min"] + 1:
@@ -478,3 +522,34 @@ def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
         )
     return errors
 
+
+EXAMPLE_HEADER = """\
+# siprecd configuration (INI).
+#
+# Every key is listed below with its default; a commented key keeps the default.
+# Any key can be overridden by an environment variable SIPRECD_<SECTION>_<KEY>,
+# e.g. SIPRECD_SIP_UDP_PORT=5080 or SIPRECD_RECORDING_DIRECTORY=/srv/recordings.
+# Unknown sections or keys and bad values stop the server before it starts, all
+# reported at once.
+"""
+
+
+def example() -> str:
+    """etc/siprecd.conf as it must read: every key, its doc and its default, from SCHEMA.
+
+    ``python -m siprecd.config > etc/siprecd.conf`` regenerates it; a test keeps them equal.
+    """
+    import textwrap
+
+    out = [EXAMPLE_HEADER]
+    for section, keys in SCHEMA.items():
+        out.append(f"[{section}]")
+        for key in keys:
+            out.extend(f"# {line}" for line in textwrap.wrap(key.doc, 94))
+            out.append(f"# {key.name} = {key.default}".rstrip())
+            out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(example(), end="")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -17,6 +18,9 @@ from siprecd.config import Config
 from siprecd.crypto.at_rest import AtRest
 from siprecd.crypto.rotation import KeyRotation
 from siprecd.crypto.stores import key_store_from_config
+from siprecd.preflight import directory_problem
+from siprecd.recording.files import disk_free
+from siprecd.reload import ReloadService, SwappableTLS
 from siprecd.sip.message import Limits
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.stack import SIPStack
@@ -24,7 +28,9 @@ from siprecd.sip.tls import server_options
 from siprecd.sip.transaction import TimerSettings
 from siprecd.sip.transport import StreamFactory, UDPTransport, stream_connector
 from siprecd.sip.uas import Application, CoreSettings
-from siprecd.web.health import root
+from siprecd.systemd import Notifier, NotifyService
+from siprecd.web.health import Check
+from siprecd.web.root import build_root
 
 log = Logger()
 
@@ -37,6 +43,7 @@ class SIPListeners(Service):
         self.stack = stack
         self.config = config
         self.ports: dict[str, IListeningPort] = {}
+        self.tls: SwappableTLS | None = None
 
     def privilegedStartService(self) -> None:  # noqa: N802
         super().privilegedStartService()
@@ -59,13 +66,21 @@ class SIPListeners(Service):
             options = server_options(sip.tls_certificate, sip.tls_private_key, sip.tls_ca_certificates)
             factory = StreamFactory("TLS", stack, limits, sip.max_connections)
             stack.transports.streams["TLS"] = factory
+            self.tls = SwappableTLS(options)
             self.ports["TLS"] = self.reactor.listenSSL(
-                sip.tls_port, factory, options, interface=sip.bind_address
+                sip.tls_port, factory, self.tls, interface=sip.bind_address
             )
         for transport, port in self.ports.items():
             address = port.getHost()
             stack.core.local_addresses[transport] = (address.host, address.port)
             log.info("SIP over {transport} listening on {host}:{port}", transport=transport, host=address.host, port=address.port)
+
+    def unbound(self) -> str | None:
+        """Readiness: every configured transport is listening."""
+        sip = self.config.sip
+        wanted = [t for t, port in (("UDP", sip.udp_port), ("TCP", sip.tcp_port), ("TLS", sip.tls_port)) if port]
+        missing = [t for t in wanted if t not in self.ports]
+        return f"not listening on {', '.join(missing)}" if missing else None
 
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         super().stopService()
@@ -75,6 +90,22 @@ class SIPListeners(Service):
         stopping = [defer.maybeDeferred(port.stopListening) for port in self.ports.values()]
         self.ports = {}
         return defer.gatherResults(stopping).addCallback(lambda _: None)
+
+
+class SequentialService(MultiService):
+    """Stops its children one after the other, in reverse order, each waiting for the last.
+
+    (MultiService stops them all at once: the SIP listeners would close while the controller is
+    still draining its calls.)
+    """
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        Service.stopService(self)
+        chain: defer.Deferred[None] = defer.succeed(None)
+        for child in reversed(list(self)):
+            chain.addCallback(lambda _, child=child: defer.maybeDeferred(child.stopService))
+            chain.addErrback(lambda failure: log.failure("stopping a service", failure))
+        return chain
 
 
 def build_stack(reactor: Any, config: Config, app: Application) -> SIPStack:
@@ -93,14 +124,30 @@ def build_stack(reactor: Any, config: Config, app: Application) -> SIPStack:
     )
 
 
-def make_service(reactor: Any, config: Config) -> MultiService:
+def recording_space_problem(config: Config) -> str | None:
+    directory = config.recording.directory
+    problem = directory_problem(directory)
+    if problem:
+        return problem
+    free = disk_free(directory)
+    if free is not None and free < config.recording.min_free_space:
+        return f"{free} bytes free, below [recording] min_free_space = {config.recording.min_free_space}"
+    return None
+
+
+def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None = None) -> MultiService:
+    """The whole server.  Start order: key rotation, SIP listeners, web, controller, systemd
+    notification (READY=1 once all is bound); stop order is the reverse, one after the other:
+    STOPPING=1, drain the calls, stop the web, close the listeners."""
     from siprecd.siprec.controller import build_controller
 
-    top = MultiService()
+    environ = dict(os.environ) if environ is None else dict(environ)
+    top = SequentialService()
     at_rest = AtRest(None)
+    store = None
     if config.encryption.enabled:
         # Checked in preflight already; opened again here so the server owns its store.
-        store = key_store_from_config(config.encryption, os.environ)
+        store = key_store_from_config(config.encryption, environ)
         at_rest = AtRest(
             store,
             config.encryption.algorithm,
@@ -112,11 +159,28 @@ def make_service(reactor: Any, config: Config) -> MultiService:
     controller, controller_service = build_controller(reactor, config, at_rest)
     stack = build_stack(reactor, config, controller)
     controller.attach(stack)
-    # Stopped in reverse: the controller ends its sessions (BYE, files finalized) while the SIP
-    # transports are still up, then the listeners close.
-    SIPListeners(reactor, stack, config).setServiceParent(top)
-    controller_service.setServiceParent(top)
+    listeners = SIPListeners(reactor, stack, config)
+    listeners.setServiceParent(top)
     if config.web.port:
+        checks = [
+            Check("sip_listeners", listeners.unbound),
+            Check("recording_directory", lambda: recording_space_problem(config)),
+            Check("key_store", lambda: key_store_problem(store) if config.encryption.enabled else None),
+            # Session state is embedded (on disk with the recordings); nothing external to reach.
+            Check("state_store", lambda: None),
+        ]
+        site = Site(build_root(reactor, checks))
         endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
-        StreamServerEndpointService(endpoint, Site(root(reactor))).setServiceParent(top)
+        StreamServerEndpointService(endpoint, site).setServiceParent(top)
+    controller_service.setServiceParent(top)
+    ReloadService(reactor, config, lambda: listeners.tls, stack.core.rate_limiter).setServiceParent(top)
+    NotifyService(Notifier(environ), reactor).setServiceParent(top)
     return top
+
+
+def key_store_problem(store: Any) -> str | None:
+    try:
+        store.current()
+    except Exception as error:
+        return f"key store not usable: {error}"
+    return None

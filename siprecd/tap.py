@@ -43,4 +43,12 @@ def makeService(options: Options) -> IService:  # noqa: N802
 
     from siprecd.service import make_service
 
+    # twistd re-raises the SIGTERM/SIGINT that stopped it, so the exit status would be -15.  The
+    # stop is graceful (calls drained, every file final), so exit 0 as an orderly stop should.
+    # _exitSignal is the reactor's documented hook for that (_ISupportsExitSignalCapturing).
+    def orderly_exit() -> None:
+        if hasattr(reactor, "_exitSignal"):
+            reactor._exitSignal = None
+
+    reactor.addSystemEventTrigger("after", "shutdown", orderly_exit)
     return make_service(reactor, options.config)

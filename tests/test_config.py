@@ -9,7 +9,7 @@ import socket
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from siprecd.config import SCHEMA, ConfigError, load_config
+from siprecd.config import SCHEMA, ConfigError, example, load_config
 from siprecd.preflight import preflight
 from siprecd.tap import Options
 
@@ -100,6 +100,8 @@ class LoadConfigTests(SynchronousTestCase):
                 documented[section][key.group(1)] = key.group(2)
         expected = {s: {k.name: k.default for k in keys} for s, keys in SCHEMA.items()}
         self.assertEqual(documented, expected)
+        # Word for word what `python -m siprecd.config` generates from the schema.
+        self.assertEqual(text, example())
         # And the shipped file itself loads.
         load_config(os.path.join(REPOSITORY, "etc", "siprecd.conf"), {})
 

@@ -1229,8 +1229,9 @@ class MidDialogTests(ControllerTestCase):
         other = Call(self)
         other.setup(sdp_offer(audio(10000, "x")))
         before = len(self.udp.sent)
+        self.service.drain_timeout = 0  # no grace: every session is hung up at once
         self.service.startService()
-        self.service.stopService()  # ControllerService: shutdown() hangs up every session
+        self.service.stopService()  # ControllerService: drain(0) hangs up every session
         sent = self.requests_sent(before)
         self.assertEqual([(r.method, host, port) for r, host, port in sent], [("BYE", "192.0.2.10", 5062)] * 2)
         self.assertEqual({r.call_id for r, _, _ in sent}, {call.call_id, other.call_id})
@@ -1254,6 +1255,39 @@ class MidDialogTests(ControllerTestCase):
         self.assert_quiet()
         # A late BYE from the SRC finds no dialog.
         self.assertEqual(call.request("BYE").status, 481)
+
+    def test_drain_lets_calls_finish_and_refuses_new_ones(self) -> None:
+        call, _ = self.start_call()
+        self.service.drain_timeout = 10
+        self.service.startService()
+        stopped = self.service.stopService()
+        fired: list[object] = []
+        stopped.addCallback(fired.append)
+        self.reactor.advance(5)
+        self.assertEqual(fired, [])
+        refused = Call(self).invite(sdp_offer(audio(10000, "n")))
+        self.assertEqual((refused.status, refused.headers.get("Retry-After")), (503, "30"))
+        before = len(self.udp.sent)
+        self.bye(call)  # the SRC ends its call during the drain
+        self.reactor.advance(0.25)
+        self.assertEqual(fired, [None])
+        self.assertEqual(self.requests_sent(before), [])  # no BYE from the SRS was needed
+        self.assertEqual(self.session(call)["end_reason"], "BYE from the SRC")
+        self.assert_nothing_bound()
+
+    def test_drain_timeout_then_bye(self) -> None:
+        call, _ = self.start_call()
+        self.service.drain_timeout = 3
+        self.service.startService()
+        fired: list[object] = []
+        self.service.stopService().addCallback(fired.append)
+        before = len(self.udp.sent)
+        self.reactor.advance(2.9)
+        self.assertEqual((fired, self.requests_sent(before)), ([], []))
+        self.reactor.advance(0.25)
+        self.assertEqual(fired, [None])
+        self.assertEqual([r.method for r, _, _ in self.requests_sent(before)], ["BYE"])
+        self.assertEqual(self.session(call)["end_reason"], "SRS shutting down")
 
     def test_no_ack_ends_the_session(self) -> None:
         call = Call(self)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -23,6 +24,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from siprecd.crypto.keystore import KeyStore
+
+if TYPE_CHECKING:
+    from siprecd.metrics import Metrics
 
 log = Logger()
 
@@ -61,6 +65,7 @@ class KeyRotation(Service):
         interval: float,
         *,
         retry_delay: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not (isinstance(interval, (int, float)) and math.isfinite(interval) and interval > 0):
             raise ValueError(f"rotation interval must be a positive number of seconds, not {interval!r}")
@@ -72,6 +77,8 @@ class KeyRotation(Service):
         self._loop: LoopingCall | None = None
         self._start_call: IDelayedCall | None = None
         self._retry_call: IDelayedCall | None = None
+        if metrics is not None:
+            metrics.watch_rotation(self)  # exports self.counters at scrape time
 
     def startService(self) -> None:  # noqa: N802
         super().startService()

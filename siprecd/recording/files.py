@@ -28,6 +28,15 @@ def session_directory(root: str, session_id: str, started: float) -> str:
     return os.path.join(root, f"{day.tm_year:04d}", f"{day.tm_mon:02d}", f"{day.tm_mday:02d}", session_id)
 
 
+def disk_free(path: str) -> int | None:
+    """Bytes available to this process on the file system holding ``path`` (None: unknown)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 class ActiveIndex:
     """``<root>/.active/<session_id>`` for every session in progress, holding its directory.
 

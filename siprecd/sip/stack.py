@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +32,9 @@ from siprecd.sip.transaction import TimerSettings, TransactionLayer
 from siprecd.sip.transport import StreamFactory, StreamProtocol, Transports
 from siprecd.sip.uas import Application, CoreSettings, UASCore, _phrase
 
+if TYPE_CHECKING:
+    from siprecd.metrics import Metrics
+
 log = Logger()
 
 
@@ -45,13 +49,17 @@ class SIPStack:
         settings: CoreSettings = CoreSettings(),
         rate_limiter: RateLimiter | None = None,
         connect: Callable[[str, str, int, StreamFactory], Deferred[StreamProtocol]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.limits = limits
         self.counters: Counter[str] = Counter()
+        self.metrics = metrics
         self.transports = Transports(connect)
         self.core = UASCore(clock, app, settings, rate_limiter or RateLimiter(clock, 0, 1))
-        self.layer = TransactionLayer(clock, self.transports, self.core, timers)
+        self.layer = TransactionLayer(clock, self.transports, self.core, timers, metrics=metrics)
         self.core.layer = self.layer
+        if metrics is not None:
+            metrics.watch_stack(self)
 
     def receive(self, data: bytes, source: Source) -> None:
         try:
@@ -81,6 +89,8 @@ class SIPStack:
             self.layer.response_received(message, source)
             return
         self.counters["requests_received"] += 1
+        if self.metrics is not None:
+            self.metrics.sip_request(message.method, source.transport)
         stamp_via(message, source)
         self.layer.request_received(message, source)
 
@@ -93,6 +103,11 @@ class SIPStack:
             source.connection.write_message(response)
         elif self.transports.udp is not None and source.transport == "UDP":
             self.transports.udp.send(response, source.host, source.port)
+        else:
+            return
+        if self.metrics is not None:
+            method = data.lstrip(b"\r\n").split(b" ", 1)[0].decode("ascii", "replace")
+            self.metrics.sip_response(method, error.code)
 
 
 def stamp_via(request: Request, source: Source) -> None:

@@ -13,7 +13,7 @@ import enum
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -22,6 +22,9 @@ from twisted.logger import Logger
 from siprecd.sip.dialog import new_tag
 from siprecd.sip.message import Request, Response, make_response
 from siprecd.sip.source import Source
+
+if TYPE_CHECKING:
+    from siprecd.metrics import Metrics
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -162,6 +165,8 @@ class ServerTransaction:
             return
         self.last_response = response
         self.layer.sender.send_response(response, self.source)
+        if self.layer.metrics is not None:
+            self.layer.metrics.sip_response(self.request.method, response.status)
         if response.status < 200:
             if self.state == State.TRYING:
                 self.state = State.PROCEEDING
@@ -314,11 +319,14 @@ class TransactionLayer:
         sender: Sender,
         tu: TransactionUser,
         timers: TimerSettings = TimerSettings(),
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.clock = clock
         self.sender = sender
         self.tu = tu
         self.timers = timers
+        self.metrics = metrics  # counts each response sent (not its retransmissions)
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._awaiting_ack: dict[tuple[str, int, str], ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}

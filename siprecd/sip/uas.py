@@ -96,6 +96,7 @@ class UASCore:
         except SIPError as error:
             self._respond_error(transaction, error)
         except Exception:
+            self._count("internal_errors")
             log.failure("handling {method} {call_id}", method=request.method, call_id=request.call_id)
             self._respond_error(transaction, SIPError("Server Internal Error", code=500))
 
@@ -261,6 +262,7 @@ class UASCore:
             if failure.check(SIPError):
                 error = failure.value
             else:
+                self._count("internal_errors")
                 log.failure("{method} {call_id} failed", failure, method=request.method, call_id=dialog.call_id)
                 error = SIPError("Server Internal Error", code=500)
             if not transaction.final_sent:
@@ -319,6 +321,7 @@ class UASCore:
             self._end(dialog, "BYE from the SRC")
 
         def failed(failure: Failure) -> None:
+            self._count("internal_errors")
             log.failure("BYE handling for {call_id} failed", failure, call_id=dialog.call_id)
             transaction.reply(200, "OK")
             self._end(dialog, "BYE from the SRC")
@@ -347,10 +350,16 @@ class UASCore:
         try:
             result = method(*args)
         except Exception:
+            self._count("internal_errors")
             log.failure("application callback {name} failed", name=getattr(method, "__name__", method))
             return
         if isinstance(result, Deferred):
-            result.addErrback(lambda f: log.failure("application callback failed", f))
+
+            def failed(failure: Failure) -> None:
+                self._count("internal_errors")
+                log.failure("application callback failed", failure)
+
+            result.addErrback(failed)
 
     # --- requests the SRS sends -------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from siprecd.config import Config
@@ -24,7 +24,7 @@ from siprecd.crypto.at_rest import AtRest
 from siprecd.errors import BadRequest, NotAcceptableHere, ServiceUnavailable
 from siprecd.media.ports import PortAllocator
 from siprecd.recording.interrupted import recover_interrupted
-from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, session_directory
+from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, disk_free, session_directory
 from siprecd.recording.session import RecordingSession, SessionState
 from siprecd.sdp import SessionDescription, build_answer, parse, plan_streams, serialize
 from siprecd.sip.dialog import Dialog
@@ -100,6 +100,13 @@ class Controller:
                 f"{len(self.sessions)} sessions active ([siprec] max_sessions)",
                 retry_after=self.config.siprec.retry_after,
             )
+        free = disk_free(self.config.recording.directory)
+        if free is not None and free < self.config.recording.min_free_space:
+            self._count("refused_disk_space")
+            raise ServiceUnavailable(
+                f"recording storage has {free} bytes free, below [recording] min_free_space",
+                retry_after=self.config.siprec.retry_after,
+            )
         parts = parse_body(request.headers.get("Content-Type"), request.body)
         offer_part = sdp_part(parts)
         if offer_part is None:
@@ -167,7 +174,7 @@ class Controller:
             self._count("bad_bodies")
             log.warn(
                 "BYE of session {session_id} has a body that cannot be read: {error}",
-                session_id=call.session.session_id,
+                session_id=call.session.session_id, call_id=call.session.call_id,
                 error=error.reason,
             )
         finally:
@@ -199,7 +206,7 @@ class Controller:
         self.active.unmark(session.session_id)
         log.info(
             "recording session {session_id} ended ({reason})",
-            session_id=session.session_id,
+            session_id=session.session_id, call_id=session.call_id,
             reason=reason,
         )
 
@@ -274,7 +281,7 @@ class Controller:
             media.attach(streams.pending, offer)
         except RecordingWriteError as error:
             self._count("storage_errors")
-            log.error("cannot create recording files of {session_id}: {error}", session_id=session.session_id, error=error)
+            log.error("cannot create recording files of {session_id}: {error}", session_id=session.session_id, call_id=session.call_id, error=error)
             raise ServiceUnavailable(
                 "recording storage is full" if error.disk_full else "recording storage is not writable",
                 retry_after=self.config.siprec.retry_after,
@@ -349,7 +356,7 @@ class Controller:
             session.sdp_files.append(name)
         except (OSError, RecordingWriteError) as error:
             self._count("storage_errors")
-            log.error("cannot store {name} for {session_id}: {error}", name=name, session_id=session.session_id, error=error)
+            log.error("cannot store {name} for {session_id}: {error}", name=name, session_id=session.session_id, call_id=session.call_id, error=error)
 
     def _save(self, session: RecordingSession) -> None:
         try:
@@ -357,14 +364,39 @@ class Controller:
         except (OSError, RecordingWriteError) as error:
             # The previous session.json stays intact (atomic rename); the next change retries.
             self._count("storage_errors")
-            log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, error=error)
+            log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, call_id=session.call_id, error=error)
 
     @staticmethod
     def _call(dialog: Dialog) -> Call | None:
         return dialog.session  # type: ignore[no-any-return]
 
+    def drain(self, timeout: float, poll: float = 0.25) -> Deferred[None]:
+        """Graceful stop: new INVITEs get 503 + Retry-After at once; active calls go on for up to
+        ``timeout`` seconds, then get a BYE.  Fires when every session is finalized."""
+        if self.stack is None:
+            return succeed(None)
+        self.stack.core.draining = True
+        if self.sessions:
+            log.info(
+                "draining: {count} active session(s) may go on for up to {timeout:g}s",
+                count=len(self.sessions),
+                timeout=timeout,
+            )
+        done: Deferred[None] = Deferred()
+        deadline = self.clock.seconds() + timeout
+
+        def check() -> None:
+            if self.sessions and self.clock.seconds() < deadline:
+                self.clock.callLater(poll, check)
+                return
+            self.shutdown()
+            done.callback(None)
+
+        check()
+        return done
+
     def shutdown(self) -> None:
-        """End every session's recording (service stop): files are finalized, ports released."""
+        """End every session's recording now: BYE to each SRC, files finalized, ports released."""
         if self.stack is None:
             return
         self.stack.core.draining = True  # new INVITEs get 503 from now on
@@ -374,18 +406,18 @@ class Controller:
 
 
 class ControllerService(Service):
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, drain_timeout: float = 0) -> None:
         self.controller = controller
+        self.drain_timeout = drain_timeout
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
         # Sessions a crash left open: repair their files before new calls arrive.
         recover_interrupted(self.controller.config.recording.directory)
 
-    def stopService(self) -> Deferred[None] | None:  # noqa: N802
+    def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()
-        self.controller.shutdown()
-        return None
+        return self.controller.drain(self.drain_timeout)
 
 
 def build_controller(
@@ -401,5 +433,5 @@ def build_controller(
         receive_buffer=media.receive_buffer,
     )
     controller = Controller(reactor, config, ports, at_rest)
-    return controller, ControllerService(controller)
+    return controller, ControllerService(controller, config.service.drain_timeout)
 

@@ -64,7 +64,7 @@ class MetadataIntake:
             log.error(
                 "cannot store {name} of {session_id}: {error}",
                 name=name,
-                session_id=session.session_id,
+                session_id=session.session_id, call_id=session.call_id,
                 error=error,
             )
         session.metadata_versions.append(version)
@@ -77,7 +77,7 @@ class MetadataIntake:
                 "metadata version {index} of session {session_id} ({method}) kept raw, not "
                 "parsed: {error}",
                 index=index,
-                session_id=session.session_id,
+                session_id=session.session_id, call_id=session.call_id,
                 method=method,
                 error=error,
             )

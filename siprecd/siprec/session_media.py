@@ -185,13 +185,13 @@ class SessionMedia:
         except RecordingWriteError as error:
             self._fail(f"writing the mix failed: {error}")
         except Exception:
-            log.failure("media tick of session {session_id}", session_id=self.session.session_id)
+            log.failure("media tick of session {session_id}", session_id=self.session.session_id, call_id=self.session.call_id)
 
     def _fail(self, reason: str) -> None:
         if self._failed:
             return
         self._failed = True
-        log.error("session {session_id}: {reason}", session_id=self.session.session_id, reason=reason)
+        log.error("session {session_id}: {reason}", session_id=self.session.session_id, call_id=self.session.call_id, reason=reason)
         # Not from inside the packet path or this tick: end the session on the next turn.
         self.clock.callLater(0, self.on_failure, reason)
 

@@ -1,14 +1,26 @@
-"""``GET /health``: liveness as JSON (status, version, uptime)."""
+"""``GET /health`` (liveness) and ``GET /ready`` (readiness with the failing checks)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from siprecd import __version__
+
+log = Logger()
+
+
+def json_response(request: Request, status: int, body: object) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body).encode()
 
 
 class Health(Resource):
@@ -20,17 +32,45 @@ class Health(Resource):
         self._started = clock.seconds()
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        body = {
-            "status": "ok",
-            "version": __version__,
-            "uptime_seconds": round(self._clock.seconds() - self._started, 3),
-        }
-        return json.dumps(body).encode()
+        return json_response(
+            request,
+            200,
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime_seconds": round(self._clock.seconds() - self._started, 3),
+            },
+        )
 
 
-def root(clock: IReactorTime) -> Resource:
-    tree = Resource()
-    tree.putChild(b"health", Health(clock))
-    return tree
+@dataclass(frozen=True)
+class Check:
+    """One readiness check: ``probe()`` returns None when fine, else what is wrong."""
+
+    name: str
+    probe: Callable[[], str | None]
+
+
+class Ready(Resource):
+    isLeaf = True
+
+    def __init__(self, checks: Sequence[Check]) -> None:
+        super().__init__()
+        self._checks = list(checks)
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        results = {}
+        failing = []
+        for check in self._checks:
+            try:
+                problem = check.probe()
+            except Exception as error:  # a broken probe is a failing check, not a 500
+                log.failure("readiness check {name}", name=check.name)
+                problem = f"check failed: {error}"
+            results[check.name] = {"ok": problem is None, "detail": problem}
+            if problem is not None:
+                failing.append(check.name)
+        status = 503 if failing else 200
+        return json_response(
+            request, status, {"status": "ready" if not failing else "not ready", "failing": failing, "checks": results}
+        )
