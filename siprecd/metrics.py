@@ -23,7 +23,6 @@ them before SRTP exists would be a metric that can never move.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+
+from siprecd.recording.files import disk_free
 
 if TYPE_CHECKING:
     from siprecd.crypto.rotation import KeyRotation
@@ -324,11 +325,3 @@ _RTP_FAMILIES = (
     ("siprecd_rtp_duplicate_packets", "rtp_duplicates"),
 )
 
-
-def disk_free(directory: str) -> int | None:
-    """Bytes available to an unprivileged writer under ``directory``; None if it cannot be read."""
-    try:
-        st = os.statvfs(directory)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize

@@ -107,6 +107,11 @@ class EncryptedPartFile:
         return self._file.size
 
     @property
+    def written(self) -> int:
+        """Bytes appended to the file so far; never goes down (see PartFile.written)."""
+        return self._file.written
+
+    @property
     def closed(self) -> bool:
         return self._file.closed
 

@@ -219,6 +219,11 @@ class OggOpusWriter:
             raise
 
     @property
+    def bytes_written(self) -> int:
+        """Bytes appended to the file so far (Ogg pages, headers included)."""
+        return self._file.written
+
+    @property
     def duration(self) -> int:
         """Samples (48 kHz) of audio accepted so far, pre-skip excluded."""
         return self.granule - self.pre_skip

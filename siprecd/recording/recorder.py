@@ -67,6 +67,7 @@ class StreamRecorder:
     ) -> None:
         assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None
         self.choice = choice
+        self.codec = choice.codec  # the first codec: the file's (a re-offer may change choice)
         self.counters = StreamCounters()
         self.events: list[dict[str, Any]] = []
         self.failed: RecordingWriteError | None = None

@@ -76,13 +76,15 @@ class PartFile:
     """A file written as ``path + '.part'`` and published under ``path`` by :meth:`publish`.
 
     Every OSError becomes :class:`RecordingWriteError`.  ``size`` counts the bytes written at
-    the current offset (all of them, even those of a write that failed half-way).
+    the current offset (all of them, even those of a write that failed half-way); ``written``
+    counts every byte :meth:`write` put in the file, and never goes down (a metric).
     """
 
     def __init__(self, path: str, *, part_path: str | None = None, mode: int = 0o640) -> None:
         self.path = path
         self.part_path = part_path if part_path is not None else path + PART_SUFFIX
         self.size = 0
+        self.written = 0
         try:
             self._fd: int | None = os.open(
                 self.part_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode
@@ -101,6 +103,7 @@ class PartFile:
             while view:
                 written = os.write(fd, view)
                 self.size += written
+                self.written += written
                 view = view[written:]
         except OSError as e:
             raise RecordingWriteError(self.part_path, e) from e
@@ -256,6 +259,11 @@ class WavWriter:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes appended to the file so far (header and, encrypted, container overhead)."""
+        return getattr(self._file, "written", 0)
 
     def write(self, pcm: bytes | bytearray | memoryview) -> None:
         """Append PCM (whole sample frames); writes to disk when the buffer is full."""

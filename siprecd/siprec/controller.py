@@ -13,7 +13,8 @@ import secrets
 import shutil
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -36,6 +37,9 @@ from siprecd.recording.wav import RecordingWriteError
 from siprecd.siprec.metadata_intake import MetadataIntake
 from siprecd.siprec.session_media import SessionMedia
 from siprecd.siprec.streams import StreamTable
+
+if TYPE_CHECKING:
+    from siprecd.metrics import Metrics
 
 log = Logger()
 
@@ -63,7 +67,12 @@ class Call:
 
 class Controller:
     def __init__(
-        self, clock: Any, config: Config, ports: PortAllocator, at_rest: AtRest | None = None
+        self,
+        clock: Any,
+        config: Config,
+        ports: PortAllocator,
+        at_rest: AtRest | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.at_rest = at_rest or AtRest(None)
         self.clock = clock
@@ -72,6 +81,10 @@ class Controller:
         self.ports = ports
         self.stack: SIPStack | None = None
         self.sessions: dict[str, RecordingSession] = {}
+        self.calls: dict[str, Call] = {}  # by session id, as long as the session is in sessions
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_controller(self)
         self.finished = 0
         self.counters: dict[str, int] = {}
         self.metadata = MetadataIntake(
@@ -114,7 +127,12 @@ class Controller:
         offer = parse(offer_part.body)
         session = self._new_session(request, dialog, siprec)
         media = SessionMedia(
-            self.clock, self.config, session, lambda reason: self._abort(dialog, reason), self.at_rest
+            self.clock,
+            self.config,
+            session,
+            lambda reason: self._abort(dialog, reason),
+            self.at_rest,
+            count=self._count,
         )
         session.mix_view = media.to_json
         streams = StreamTable(self.ports, media.new_stream_media, media.finish_stream)
@@ -130,7 +148,7 @@ class Controller:
         session.streams = streams.all
         # An initial offer may already be on hold (all m-lines inactive): paused from the start.
         session.update_state()
-        dialog.session = Call(session, streams, media, answer)
+        dialog.session = self.calls[session.session_id] = Call(session, streams, media, answer)
         self.sessions[session.session_id] = session
         self.active.mark(session.session_id, session.directory)
         media.start()
@@ -201,7 +219,11 @@ class Controller:
         session.ended_at = self.clock.seconds()
         session.end_reason = reason
         self.sessions.pop(session.session_id, None)
+        self.calls.pop(session.session_id, None)
         self.finished += 1
+        if self.metrics is not None:
+            # The same turn the session leaves live_media(): its counts move to the totals.
+            self.metrics.session_finished(reason, session.streams, call.media.mix_writers)
         self._save(session)
         self.active.unmark(session.session_id)
         log.info(
@@ -370,6 +392,11 @@ class Controller:
     def _call(dialog: Dialog) -> Call | None:
         return dialog.session  # type: ignore[no-any-return]
 
+    def live_media(self) -> Iterator[tuple[list[Any], list[Any]]]:
+        """(streams, mix writers) of every session in progress, for the metrics."""
+        for call in self.calls.values():
+            yield call.session.streams, call.media.mix_writers
+
     def drain(self, timeout: float, poll: float = 0.25) -> Deferred[None]:
         """Graceful stop: new INVITEs get 503 + Retry-After at once; active calls go on for up to
         ``timeout`` seconds, then get a BYE.  Fires when every session is finalized."""
@@ -413,7 +440,11 @@ class ControllerService(Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         # Sessions a crash left open: repair their files before new calls arrive.
-        recover_interrupted(self.controller.config.recording.directory)
+        recovered = recover_interrupted(self.controller.config.recording.directory)
+        metrics = self.controller.metrics
+        if metrics is not None:
+            for _ in recovered:
+                metrics.session_finished("interrupted")
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()
@@ -421,7 +452,7 @@ class ControllerService(Service):
 
 
 def build_controller(
-    reactor: Any, config: Config, at_rest: AtRest | None = None
+    reactor: Any, config: Config, at_rest: AtRest | None = None, metrics: Metrics | None = None
 ) -> tuple[Controller, ControllerService]:
     media = config.media
     ports = PortAllocator(
@@ -432,6 +463,6 @@ def build_controller(
         config.siprec.retry_after,
         receive_buffer=media.receive_buffer,
     )
-    controller = Controller(reactor, config, ports, at_rest)
+    controller = Controller(reactor, config, ports, at_rest, metrics)
     return controller, ControllerService(controller, config.service.drain_timeout)
 

@@ -38,8 +38,11 @@ class SessionMedia:
         session: RecordingSession,
         on_failure: Callable[[str], None],
         at_rest: AtRest | None = None,
+        *,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self.at_rest = at_rest
+        self._count = count  # the controller's error counters
         self.clock = clock
         self.config = config
         self.session = session
@@ -185,6 +188,8 @@ class SessionMedia:
         except RecordingWriteError as error:
             self._fail(f"writing the mix failed: {error}")
         except Exception:
+            if self._count is not None:
+                self._count("internal_errors")
             log.failure("media tick of session {session_id}", session_id=self.session.session_id, call_id=self.session.call_id)
 
     def _fail(self, reason: str) -> None:

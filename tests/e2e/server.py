@@ -58,6 +58,7 @@ class Server:
     sip_port: int = 0
     tls_port: int = 0
     web_port: int = 0
+    twistd_options: tuple[str, ...] = ()  # e.g. ("--logger=siprecd.logs.json",)
 
     @property
     def recordings(self) -> str:
@@ -95,7 +96,8 @@ class Server:
         return "\n".join(lines)
 
     def command(self, config_path: str) -> list[str]:
-        return [TWISTD, "--nodaemon", "--pidfile=", f"--logfile={self.log_path}", "siprec", "--config", config_path]
+        output = list(self.twistd_options) or [f"--logfile={self.log_path}"]
+        return [TWISTD, "--nodaemon", "--pidfile=", *output, "siprec", "--config", config_path]
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPRECD_")}
@@ -109,17 +111,20 @@ class Server:
         config_path = os.path.join(self.directory, "siprecd.conf")
         with open(config_path, "w") as handle:
             handle.write(self.config_text())
-        self.process = subprocess.Popen(
-            self.command(config_path),
-            env=self.environ(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-        )
+        # Output goes to a file, never a pipe nobody reads (a JSON logger fills it fast).
+        self.stdout_path = os.path.join(self.directory, "stdout.log")
+        with open(self.stdout_path, "ab") as stdout:
+            self.process = subprocess.Popen(
+                self.command(config_path),
+                env=self.environ(),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                output = self.output()
                 raise RuntimeError(f"twistd exited with {self.process.returncode}:\n{output}\n{self.log()}")
             if self._listening():
                 return
@@ -146,11 +151,16 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
         code = self.process.returncode
         self.process = None
         return code
+
+    def output(self) -> str:
+        try:
+            with open(self.stdout_path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except (OSError, AttributeError):
+            return ""
 
     def log(self) -> str:
         try:

@@ -104,7 +104,6 @@ class EncryptedCallTests(MediaTestCase):
         assert process is not None
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        process.stdout.close()  # type: ignore[union-attr]
         self.server.process = None
         _, directory = self.session(client.call_id)
         part = os.path.join(directory, "stream-1-a.wav.enc.part")

@@ -414,7 +414,6 @@ class KillTests(MediaTestCase):
         killed_at = time.time()
         process.send_signal(signal.SIGKILL)
         self.assertEqual(process.wait(10), -signal.SIGKILL)
-        process.stdout.close()  # type: ignore[union-attr]
         self.server.process = None
         document, directory = self.session(client.call_id)
         self.assertEqual(document["state"], "active")
