@@ -510,9 +510,17 @@ def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
         errors.append("[encryption] encrypt_metadata needs [encryption] enabled = true")
     if encryption["rotation_interval"] and encryption["rotation_interval"] < 60:
         errors.append(f"[encryption] rotation_interval = {encryption['rotation_interval']:g}s: at least 60s, or 0")
-    bad_users = [pair for pair in values["web"]["basic_users"].split() if ":" not in pair or pair.startswith(":")]
+    bad_users = [
+        pair for pair in values["web"]["basic_users"].split()
+        if ":" not in pair or pair.startswith(":") or pair.endswith(":")
+    ]
     if bad_users:
-        errors.append(f"[web] basic_users: {len(bad_users)} entr(ies) are not 'user:password'")
+        errors.append(
+            f"[web] basic_users: {len(bad_users)} entr(ies) are not 'user:password' with both parts set"
+        )
+    token = values["web"]["api_token"]
+    if token and len(token) < 16:
+        errors.append("[web] api_token: at least 16 characters (it is the only thing guarding the API)")
     if media["port_min"] % 2:
         errors.append(f"[media] port_min = {media['port_min']}: must be even (RTP ports are even)")
     if media["port_max"] < media["port_min"] + 1:

@@ -41,6 +41,12 @@ def preflight(config: Config) -> list[str]:
             key_store_from_config(config.encryption, os.environ)
         except KeyStoreError as error:
             errors.append(f"[encryption] {error}")
+    if config.web.port:
+        from siprecd.web.auth import check_exposure
+
+        exposure = check_exposure(config.web.bind_address, bool(config.web.api_token or config.web.users))
+        if exposure:
+            errors.append(exposure)
     problem = directory_problem(config.recording.directory)
     if problem:
         errors.append(f"[recording] directory = {config.recording.directory}: {problem}")

@@ -18,6 +18,7 @@ from siprecd.config import Config
 from siprecd.crypto.at_rest import AtRest
 from siprecd.crypto.rotation import KeyRotation
 from siprecd.crypto.stores import key_store_from_config
+from siprecd.metrics import Metrics
 from siprecd.preflight import directory_problem
 from siprecd.recording.files import disk_free
 from siprecd.reload import ReloadService, SwappableTLS
@@ -30,6 +31,11 @@ from siprecd.sip.transport import StreamFactory, UDPTransport, stream_connector
 from siprecd.sip.uas import Application, CoreSettings
 from siprecd.systemd import Notifier, NotifyService
 from siprecd.web.health import Check
+from siprecd.web.api import ApiResource
+from siprecd.web.auth import protect
+from siprecd.web.catalog import RecordingCatalog
+from siprecd.web.dashboard import dashboard_resource
+from siprecd.web.metrics import MetricsResource
 from siprecd.web.root import build_root
 
 log = Logger()
@@ -108,7 +114,7 @@ class SequentialService(MultiService):
         return chain
 
 
-def build_stack(reactor: Any, config: Config, app: Application) -> SIPStack:
+def build_stack(reactor: Any, config: Config, app: Application, metrics: Metrics | None = None) -> SIPStack:
     sip = config.sip
     tls = None
     if sip.tls_port and sip.tls_certificate and sip.tls_private_key:
@@ -121,6 +127,7 @@ def build_stack(reactor: Any, config: Config, app: Application) -> SIPStack:
         settings=CoreSettings(user_agent=sip.user_agent, advertised_address=sip.advertised_address),
         rate_limiter=RateLimiter(reactor, sip.rate_limit, sip.rate_burst),
         connect=stream_connector(reactor, tls),
+        metrics=metrics,
     )
 
 
@@ -143,6 +150,7 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
 
     environ = dict(os.environ) if environ is None else dict(environ)
     top = SequentialService()
+    metrics = Metrics()
     at_rest = AtRest(None)
     store = None
     if config.encryption.enabled:
@@ -155,9 +163,9 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
             chunk_size=config.recording.chunk_size,
         )
         if config.encryption.rotation_interval:
-            KeyRotation(store, reactor, config.encryption.rotation_interval).setServiceParent(top)
-    controller, controller_service = build_controller(reactor, config, at_rest)
-    stack = build_stack(reactor, config, controller)
+            KeyRotation(store, reactor, config.encryption.rotation_interval, metrics=metrics).setServiceParent(top)
+    controller, controller_service = build_controller(reactor, config, at_rest, metrics)
+    stack = build_stack(reactor, config, controller, metrics)
     controller.attach(stack)
     listeners = SIPListeners(reactor, stack, config)
     listeners.setServiceParent(top)
@@ -169,7 +177,21 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
             # Session state is embedded (on disk with the recordings); nothing external to reach.
             Check("state_store", lambda: None),
         ]
-        site = Site(build_root(reactor, checks))
+        web = config.web
+        tokens = [web.api_token] if web.api_token else []
+        catalog = RecordingCatalog(config.recording.directory, store)
+        site = Site(
+            build_root(
+                reactor,
+                checks,
+                metrics=MetricsResource(metrics),
+                api=ApiResource(controller, catalog, at_rest, reactor),
+                dashboard=dashboard_resource(),
+                protect=lambda resource: protect(resource, tokens, web.users),
+                protect_health=web.protect_health,
+                protect_metrics=web.protect_metrics,
+            )
+        )
         endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
         StreamServerEndpointService(endpoint, site).setServiceParent(top)
     controller_service.setServiceParent(top)

@@ -18,7 +18,6 @@ import binascii
 import hmac
 import ipaddress
 import json
-import re
 from collections.abc import Iterable, Mapping
 
 from twisted.web.resource import IResource, Resource
@@ -146,38 +145,3 @@ def check_exposure(bind_address: str, has_credentials: bool) -> str | None:
         "nor [web] basic_users is set: the API and dashboard (recordings, who called whom) would "
         "be open to the network. Set credentials, or bind to 127.0.0.1"
     )
-
-
-# --- config values (for config.py) ------------------------------------------------------------
-
-
-def parse_tokens(value: str) -> list[str]:
-    """``[web] api_token``: one or more tokens separated by commas or whitespace."""
-    tokens = [t for t in re.split(r"[\s,]+", value.strip()) if t]
-    for token in tokens:
-        if len(token) < 16:
-            raise ValueError("an API token must be at least 16 characters long")
-        if not token.isascii() or not token.isprintable():
-            raise ValueError("an API token must be printable ASCII")
-    return tokens
-
-
-def parse_basic_users(value: str) -> dict[str, str]:
-    """``[web] basic_users``: ``user:password`` pairs separated by commas or new lines.
-
-    The password is everything after the first colon (it may hold colons, not commas).
-    """
-    users: dict[str, str] = {}
-    for position, item in enumerate(re.split(r"[,\n]", value), 1):
-        item = item.strip()
-        if not item:
-            continue
-        user, colon, password = item.partition(":")
-        user = user.strip()
-        if not colon or not user or not password:
-            # Never echo the entry: it may be a password.
-            raise ValueError(f"entry {position} is not user:password")
-        if user in users:
-            raise ValueError(f"user {user!r} is listed twice")
-        users[user] = password
-    return users

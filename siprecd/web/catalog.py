@@ -3,11 +3,13 @@
 Nothing is kept on disk: every query lists the day directories it needs, newest first, and
 reads a session.json only when its (mtime, size) changed since it was last parsed.  A parsed
 file is reduced to what listing and filtering need (:class:`Entry`), so thousands of sessions
-cost little memory and a repeated query costs a directory listing plus one ``stat`` per session
-it shows.  An unfiltered query stops parsing once it has its page; the rest of the total is
-counted from the listings, trusting cached entries already known to be ended (an ended
-session.json is final).  A session directory is found by id without a full scan: one
-``stat`` per day directory, newest first, after a lookup in the id index.
+cost little memory, and a repeated query costs the day listings plus one ``stat`` per session
+it examines.  An unfiltered query stops parsing once its page is full and counts the rest from
+the listings: entries known to be ended as they are (an ended session.json is final), unknown
+ones as finished unless the active index lists them, in which case the total is flagged as not
+exact.  :meth:`RecordingCatalog.warm` parses everything in the background (one session per
+step) so totals become exact and filtered queries find the cache ready.  A session is found by
+id through an index, else with one ``stat`` per day directory, newest first.
 
 A session.json that cannot be read or does not look like one is skipped and logged once per
 version of the file; it never fails a query.  With ``encrypt_metadata`` the participants are
@@ -67,9 +69,11 @@ def parse_time(text: str) -> float:
     if not text:
         raise ValueError("empty")
     try:
-        return float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else _iso(text)
-    except OverflowError as error:
+        moment = float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else _iso(text)
+        time.gmtime(moment)  # the day directories must be computable from it
+    except (OverflowError, OSError) as error:
         raise ValueError(str(error)) from None
+    return moment
 
 
 def _iso(text: str) -> float:
@@ -80,6 +84,16 @@ def _iso(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
+
+
+def _day_key(moment: float | None) -> str | None:
+    return time.strftime("%Y%m%d", time.gmtime(moment)) if moment is not None else None
+
+
+def _day_of(day_path: str) -> str:
+    month_path, day = os.path.split(day_path)
+    year_path, month = os.path.split(month_path)
+    return os.path.basename(year_path) + month + day
 
 
 def _digits(text: str) -> str:
@@ -224,21 +238,43 @@ class RecordingCatalog:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def query(self, query: Query) -> tuple[list[Entry], int]:
-        """(the page, total matching) of finished sessions, newest first."""
+    def query(self, query: Query) -> tuple[list[Entry], int, bool]:
+        """(the page, total matching, whether that total is exact), newest first.
+
+        An unfiltered query parses sessions only until its page is full; the rest are counted
+        from the day listings (cached entries as they are, unknown ones as finished unless the
+        active index lists them), so its total is exact only once the catalog has seen them.
+        """
         wanted = query.offset + query.limit
         found: list[Entry] = []
         counted = 0
+        exact = True
+        edges = {_day_key(query.start), _day_key(query.end)} - {None}
+        active: set[str] | None = None
         for day in self._days_newest_first(query.start, query.end):
             names = self._list(day)
             if not query.filtered and len(found) >= wanted:
-                counted += self._count(day, names, query)
+                if active is None:
+                    active = self._active()
+                n, day_exact = self._count(day, names, query, edge=_day_of(day) in edges, active=active)
+                counted += n
+                exact &= day_exact
                 continue
             matching = [e for e in self._entries(day, names) if e.matches(query)]
             matching.sort(key=lambda e: (e.started, e.session_id), reverse=True)
             found.extend(matching)
         self._trim()
-        return found[query.offset : wanted], len(found) + counted
+        return found[query.offset : wanted], len(found) + counted, exact
+
+    def warm(self) -> Iterator[None]:
+        """Parse every session not yet known, one per step, newest day first: for
+        ``twisted.internet.task.cooperate(catalog.warm())`` at start-up, so that the first
+        queries find the catalog ready instead of parsing on the reactor's time."""
+        for day in self._days_newest_first(None, None):
+            for name in self._list(day):
+                self._entry(day, name)
+                yield None
+        self._trim()
 
     def get(self, session_id: str) -> Entry | None:
         """The current entry of a session (finished or not), or None if it has no readable
@@ -257,15 +293,10 @@ class RecordingCatalog:
             return None
         return self._entry(day, session_id)
 
-    def directory(self, session_id: str) -> str | None:
-        entry = self.get(session_id)
-        return entry.directory if entry is not None else None
-
     # --- the tree ---------------------------------------------------------------------------
 
     def _days_newest_first(self, start: float | None, end: float | None) -> Iterator[str]:
-        first = time.strftime("%Y%m%d", time.gmtime(start)) if start is not None else None
-        last = time.strftime("%Y%m%d", time.gmtime(end)) if end is not None else None
+        first, last = _day_key(start), _day_key(end)
         for year in self._numbered(self.root, 4):
             if (first and year < first[:4]) or (last and year > last[:4]):
                 continue
@@ -309,17 +340,33 @@ class RecordingCatalog:
             if entry is not None:
                 yield entry
 
-    def _count(self, day: str, names: list[str], query: Query) -> int:
-        """How many sessions of ``day`` match, re-reading only those not known to be ended."""
+    def _count(self, day: str, names: list[str], query: Query, *, edge: bool, active: set[str]) -> tuple[int, bool]:
+        """How many sessions of ``day`` match, and whether that is known for sure.
+
+        Entries known to be finished are trusted (an ended session.json is final); others
+        are re-checked (parsed only if they changed).  Sessions never seen are counted
+        without being parsed, unless the day is at an edge of the time range.
+        """
         cached = self._days.get(day, {})
-        count = 0
+        count, exact = 0, True
         for name in names:
             entry = cached.get(name)
+            if entry is None and not edge:
+                if name not in active:
+                    count += 1
+                    exact = False
+                continue
             if not isinstance(entry, Entry) or not entry.finished:
                 entry = self._entry(day, name)
             if entry is not None and entry.matches(query):
                 count += 1
-        return count
+        return count, exact
+
+    def _active(self) -> set[str]:
+        try:
+            return set(os.listdir(os.path.join(self.root, ".active")))
+        except OSError:
+            return set()
 
     def _entry(self, day: str, session_id: str) -> Entry | None:
         directory = os.path.join(day, session_id)

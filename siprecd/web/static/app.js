@@ -170,14 +170,18 @@ function setConnection(state, text) {
   connection.state = state;
 }
 
+// ?token=... (the contract) or #token=... (better: a fragment never reaches the server, so it
+// cannot end up in an access log).  Either is taken out of the address bar and the history.
 function takeTokenFromAddress() {
   const url = new URL(window.location.href);
-  if (!url.searchParams.has("token")) return;
-  const value = url.searchParams.get("token");
+  const fragment = new URLSearchParams(url.hash.slice(1));
+  const value = url.searchParams.get("token") ?? fragment.get("token");
+  if (value === null) return;
   if (value) sessionStorage.setItem(TOKEN_KEY, value);
   url.searchParams.delete("token");
-  // Out of the address bar and the history at once.
-  window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
+  fragment.delete("token");
+  const hash = fragment.toString();
+  window.history.replaceState(window.history.state, "", url.pathname + url.search + (hash ? `#${hash}` : ""));
 }
 
 function askForToken(message) {
@@ -233,9 +237,9 @@ function buildCall(shape) {
   const tbody = el("tbody", { className: "call" });
   const span = String(shape);
   const cells = {
-    participants: el("th", { scope: "rowgroup", rowSpan: shape, className: "participants" }),
+    participants: el("th", { scope: "rowgroup", className: "participants" }),
     duration: el("time", { className: "duration" }),
-    srtp: el("td", { rowSpan: shape, className: "srtp" }),
+    srtp: el("td", { className: "srtp" }),
     state: el("span", { className: "badge" }),
     callId: el("code", { className: "call-id" }),
     source: el("span", { className: "source" }),
@@ -418,7 +422,7 @@ async function poll() {
       authFailed();
       return;
     }
-    setConnection("offline", `Server unreachable (${error.message}), retrying…`);
+    setConnection("offline", `No update (${error.message}), retrying…`);
   }
   schedule();
 }
@@ -524,6 +528,7 @@ function renderRecordings(items, total) {
   setText($("page-range"), items.length ? `${first}–${recordings.offset + items.length} of ${total}` : "");
   $("page-newer").disabled = recordings.offset === 0;
   $("page-older").disabled = recordings.offset + items.length >= total;
+  $("pager").hidden = recordings.offset === 0 && items.length >= total;
 }
 
 function buildRecording(recording) {
@@ -551,7 +556,8 @@ function fillRecording(item, recording) {
   node.dataset.sessionId = recording.session_id;
   node.dataset.callId = recording.call_id || "";
   const participants = recording.participants || [];
-  const names = participants.map(participantLabel).join(", ") || "unknown participants";
+  const sealed = recording.participants_encrypted === true;
+  const names = participants.map(participantLabel).join(", ") || (sealed ? "participants encrypted" : "unknown participants");
   const length = secondsBetween(recording.started_at, recording.ended_at);
   const time = node.querySelector(".when time");
   time.dateTime = recording.started_at || "";

@@ -132,7 +132,8 @@ const commands = {
   },
 
   async liveCalls() {
-    return page.$$eval("#live-table tbody.call", (nodes) => nodes.map(readCall));
+    const bodies = await page.$$("#live-table tbody.call");
+    return Promise.all(bodies.map((body) => body.evaluate(readCall)));
   },
 
   async waitNoLive({ text, timeout = 15000 }) {
@@ -171,9 +172,10 @@ const commands = {
 
   // Types into the search form as a user would, submits, and waits for the list to settle.
   async search({ participant = "", callId = "", timeout = 10000 }) {
-    await page.getByLabel("Participant").fill(participant);
-    await page.getByLabel("Call ID").fill(callId);
-    await page.getByRole("button", { name: "Search" }).click();
+    const form = page.getByRole("search", { name: "Search recordings" });
+    await form.getByLabel("Participant").fill(participant);
+    await form.getByLabel("Call ID").fill(callId);
+    await form.getByRole("button", { name: "Search" }).click();
     await page.waitForFunction(
       ({ participant, callId }) => {
         const list = document.getElementById("recordings-list");
@@ -230,8 +232,18 @@ const commands = {
     return true;
   },
 
-  async waitDialog({ timeout = 10000 }) {
-    await page.locator("#login[open]").waitFor({ timeout });
+  async waitConnection({ text, timeout = 10000 }) {
+    await page.waitForFunction((text) => document.getElementById("connection").textContent === text, text, { timeout, polling: 100 });
+    return true;
+  },
+
+  // Waits for the sign-in dialog (whose message contains `contains`); returns the message.
+  async waitDialog({ contains = "", timeout = 10000 }) {
+    await page.waitForFunction(
+      (contains) => document.getElementById("login").open && document.getElementById("login-message").textContent.includes(contains),
+      contains,
+      { timeout, polling: 100 },
+    );
     return page.locator("#login-message").textContent();
   },
 
@@ -267,6 +279,8 @@ async function serve() {
     if (context === null) break;
   }
   await close();
+  lines.close();
+  process.exit(0); // stdin may still be open: do not wait for it
 }
 
 async function screenshotOnce(url, path) {
