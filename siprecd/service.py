@@ -36,7 +36,7 @@ from siprecd.web.auth import protect
 from siprecd.web.catalog import RecordingCatalog
 from siprecd.web.dashboard import dashboard_resource
 from siprecd.web.metrics import MetricsResource
-from siprecd.web.root import build_root
+from siprecd.web.root import access_log_formatter, build_root
 
 log = Logger()
 
@@ -190,7 +190,8 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
                 protect=lambda resource: protect(resource, tokens, web.users),
                 protect_health=web.protect_health,
                 protect_metrics=web.protect_metrics,
-            )
+            ),
+            logFormatter=access_log_formatter,
         )
         endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
         StreamServerEndpointService(endpoint, site).setServiceParent(top)

@@ -154,3 +154,20 @@ class ExposureTests(SynchronousTestCase):
             self.assertIn("[web] api_token", message)
             self.assertIn("[web] basic_users", message)
             self.assertIsNone(check_exposure(address, True))
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_token_never_logged(self) -> None:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from siprecd.web.root import access_log_formatter
+
+        request = DummyRequest([b""])
+        request.uri = b"/?view=live&token=s3cr3t-token-value&x=1"
+        request.method = b"GET"
+        request.clientproto = b"HTTP/1.1"
+        request.code = 200
+        request.sentLength = 0
+        line = access_log_formatter("[22/Nov/2026:05:00:00 +0000]", request)
+        self.assertNotIn("s3cr3t", line)
+        self.assertIn("/?view=live&token=REDACTED&x=1", line)
