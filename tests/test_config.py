@@ -192,3 +192,30 @@ class EncryptionPreflightTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as raised:
             load_config(None, {"SIPRECD_ENCRYPTION_ENABLED": "true", "SIPRECD_RECORDING_OPUS_PASSTHROUGH": "true"})
         self.assertIn("opus_passthrough cannot be combined", raised.exception.errors[0])
+
+
+class WebExposureTests(SynchronousTestCase):
+    def problems(self, **environment: str) -> list[str]:
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", 0))
+            web_port = probe.getsockname()[1]
+        base = {
+            "SIPRECD_SIP_BIND_ADDRESS": "127.0.0.1",
+            "SIPRECD_SIP_UDP_PORT": "0",
+            "SIPRECD_SIP_TCP_PORT": "0",
+            "SIPRECD_WEB_PORT": str(web_port),
+            "SIPRECD_RECORDING_DIRECTORY": os.path.abspath(self.mktemp()),
+        }
+        return preflight(load_config(None, {**base, **environment}))
+
+    def test_public_bind_without_credentials_refused(self) -> None:
+        (problem,) = self.problems(SIPRECD_WEB_BIND_ADDRESS="0.0.0.0")
+        self.assertIn("not a loopback address", problem)
+
+    def test_public_bind_with_credentials_allowed(self) -> None:
+        self.assertEqual(self.problems(SIPRECD_WEB_BIND_ADDRESS="0.0.0.0", SIPRECD_WEB_API_TOKEN="x" * 24), [])
+
+    def test_short_token_and_empty_password_refused(self) -> None:
+        with self.assertRaises(ConfigError) as raised:
+            load_config(None, {"SIPRECD_WEB_API_TOKEN": "short", "SIPRECD_WEB_BASIC_USERS": "ops:"})
+        self.assertEqual(len(raised.exception.errors), 2, raised.exception.errors)
