@@ -176,10 +176,10 @@ class SecurityPolicy:
             return Decision()  # a=crypto on RTP/AVP is a best-effort offer: plain is fine
         reasons: list[str] = []
         for name in offered:
-            if name not in config.key_exchange:
-                reasons.append(f"{_NAMES.get(name, name)} is not allowed by [security] key_exchange")
-            elif name not in self.methods:
+            if name not in self.methods:
                 reasons.append(f"{_NAMES.get(name, name)} key exchange is not supported yet")
+            elif name not in config.key_exchange:
+                reasons.append(f"{_NAMES.get(name, name)} is not allowed by [security] key_exchange")
         for name in config.key_exchange:
             method = self.methods.get(name)
             if method is None or name not in offered:
