@@ -205,3 +205,17 @@ class AnswerTests(SynchronousTestCase):
                       f"a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{ours2}\r\na=label:best-effort\r\n", text)
         self.assertNotIn(KEY28, text)
         self.assertNotIn(KEY46, text)
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_security_summary(self) -> None:
+        from siprecd.security.policy import security_summary
+
+        def s(method: str | None, suite: str | None, recorded: bool = True, ended: bool = False) -> dict:
+            return {"recorded": recorded, "ended": ended, "security": {"method": method, "suite": suite}}
+
+        self.assertIsNone(security_summary([s(None, None), s("sdes", "X", recorded=False)]))
+        self.assertEqual(security_summary([s("sdes", "A"), s("sdes", "A"), s("sdes", "B", ended=True)]),
+                         {"method": "sdes", "suite": "A"})
+        self.assertEqual(security_summary([s("sdes", "A"), s(None, None), s("sdes", "B")]),
+                         [{"method": "sdes", "suite": "A"}, {"method": "sdes", "suite": "B"}])

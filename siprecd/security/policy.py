@@ -214,3 +214,16 @@ class SecurityPolicy:
         if self.methods[negotiated.method].activate(negotiated, media) and negotiated.suite:
             self.sessions[negotiated.method, negotiated.suite] += 1
 
+
+def security_summary(streams: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """A session's SRTP from its streams' session.json entries, for the API and dashboard:
+    None for plain RTP, ``{"method", "suite"}`` when every secured stream agrees, else a list."""
+    found: list[dict[str, Any]] = []
+    for stream in streams:
+        security = stream.get("security") or {}
+        entry = {"method": security.get("method"), "suite": security.get("suite")}
+        if stream.get("recorded") and not stream.get("ended") and entry["method"] and entry not in found:
+            found.append(entry)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else found
