@@ -69,8 +69,15 @@ class SDESCallTests(ControllerTestCase):
         self.assertNotEqual(ours, key)
         self.assertEqual(self.answer(response).media[0].proto, "RTP/SAVP")
         stream = self.session(call)["streams"][0]
-        self.assertEqual(stream["security"], {"method": "sdes", "suite": SUITE, "tag": 3, "keys_offered": 1})
+        self.assertEqual(stream["stream_security"], {"method": "sdes", "suite": SUITE, "tag": 3, "keys_offered": 1})
         self.assertNotIn(base64.b64encode(key).decode(), str(self.session(call)))
+        # The SDP files keep the a=crypto lines for audit, without the keys.
+        for name in ("sdp-0001-offer.sdp", "sdp-0002-answer.sdp"):
+            with open(os.path.join(self.session_dir(call), name), "rb") as handle:
+                kept = handle.read()
+            self.assertIn(b" AES_CM_128_HMAC_SHA1_80 inline:REDACTED", kept, name)
+            self.assertNotIn(base64.b64encode(key), kept)
+            self.assertNotIn(base64.b64encode(ours), kept)
 
         media = self.media()
         parsed = self.parsed(media)
@@ -143,7 +150,7 @@ class SDESCallTests(ControllerTestCase):
         call = Call(self)
         response = call.setup(sdp_offer(savp(10000, "a", line)))
         self.assertEqual(self.answered_key(response)[:2], (2, "AES_256_CM_HMAC_SHA1_32"))
-        self.assertEqual(self.session(call)["streams"][0]["security"], {
+        self.assertEqual(self.session(call)["streams"][0]["stream_security"], {
             "method": "sdes", "suite": "AES_256_CM_HMAC_SHA1_32", "tag": 2, "keys_offered": 2,
             "mki_length": 2, "lifetime": 2**31})
         media = self.media()
@@ -181,7 +188,7 @@ class PolicyCallTests(ControllerTestCase):
         call = Call(self)
         response = call.setup(sdp_offer(audio(10000, "1", extra=crypto(os.urandom(30)))))
         self.assertEqual(self.answer(response).media[0].attribute_values("crypto"), [])
-        self.assertEqual(self.session(call)["streams"][0]["security"], {"method": None, "suite": None})
+        self.assertEqual(self.session(call)["streams"][0]["stream_security"], {"method": None, "suite": None})
         self.bye(call)
 
     def test_nothing_acceptable_and_dtls_only(self) -> None:

@@ -212,7 +212,7 @@ class SummaryTests(SynchronousTestCase):
         from siprecd.security.policy import security_summary
 
         def s(method: str | None, suite: str | None, recorded: bool = True, ended: bool = False) -> dict:
-            return {"recorded": recorded, "ended": ended, "security": {"method": method, "suite": suite}}
+            return {"recorded": recorded, "ended": ended, "stream_security": {"method": method, "suite": suite}}
 
         self.assertIsNone(security_summary([s(None, None), s("sdes", "X", recorded=False)]))
         self.assertEqual(security_summary([s("sdes", "A"), s("sdes", "A"), s("sdes", "B", ended=True)]),

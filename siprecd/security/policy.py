@@ -220,7 +220,7 @@ def security_summary(streams: list[dict[str, Any]]) -> dict[str, Any] | list[dic
     None for plain RTP, ``{"method", "suite"}`` when every secured stream agrees, else a list."""
     found: list[dict[str, Any]] = []
     for stream in streams:
-        security = stream.get("security") or {}
+        security = stream.get("stream_security") or {}
         entry = {"method": security.get("method"), "suite": security.get("suite")}
         if stream.get("recorded") and not stream.get("ended") and entry["method"] and entry not in found:
             found.append(entry)

@@ -544,7 +544,7 @@ def _stream_figures(s: dict[str, Any]) -> dict[str, Any]:
         "reordered": timeline.get("reordered", 0),
         "jitter_ms": max(jitters) if jitters else None,
         "file": s.get("file"),
-        "security": s.get("security"),
+        "stream_security": s.get("stream_security"),
     }
 
 

@@ -81,8 +81,8 @@ class SDESTests(MediaTestCase):
             suite, codec, frequency = SUITES[spec.label]
             entry = by_label[spec.label]
             what = f"stream {spec.label} ({suite})"
-            self.assertEqual(entry["security"]["method"], "sdes", what)
-            self.assertEqual(entry["security"]["suite"], suite, what)
+            self.assertEqual(entry["stream_security"]["method"], "sdes", what)
+            self.assertEqual(entry["stream_security"]["suite"], suite, what)
             self.assertEqual(entry["packets_received"], report.sent(spec.label), what)
             reception = entry["reception"]
             self.assertEqual(reception["srtp_auth_failures"], 1, what)
@@ -129,7 +129,7 @@ class SIPpPcapTests(MediaTestCase):
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
         (entry,) = document["streams"]
-        self.assertEqual(entry["security"], {"method": "sdes", "suite": "AES_CM_128_HMAC_SHA1_80", "tag": 1,
+        self.assertEqual(entry["stream_security"], {"method": "sdes", "suite": "AES_CM_128_HMAC_SHA1_80", "tag": 1,
                                              "keys_offered": 1})
         self.assertEqual((entry["codec"], entry["packets_received"]), ("PCMA", len(packets)))
         self.assertEqual(entry["reception"]["srtp_auth_failures"], 0)
