@@ -138,8 +138,10 @@ class SDESCallTests(ControllerTestCase):
         self.assertEqual(dict(self.controller.security.sessions), {("sdes", SUITE): 2})
         self.assertEqual(self.session(call)["streams"][0]["reception"]["rekeys"], 1)
 
-        # A rekey in flight when the call ends leaves no timer behind.
-        call.reinvite(sdp_offer(savp(10000, "1", crypto(old_key)), version=4))
+        # An UPDATE rekeys the same way; a rekey in flight when the call ends leaves no timer.
+        updated = call.request("UPDATE", sdp_offer(savp(10000, "1", crypto(old_key)), version=4), "application/sdp")
+        self.assertEqual(updated.status, 200)
+        self.assertEqual(media.counters.rekeys, 2)
         self.bye(call)
         self.assert_quiet()
 
