@@ -22,6 +22,7 @@ __all__ = [
     "DTLS_PROTOS",
     "SETUP_VALUES",
     "answer_attributes",
+    "association_identity",
     "choose_role",
     "is_dtls_offer",
     "new_tls_id",
@@ -42,12 +43,6 @@ class DTLSOffer:
     fingerprints: tuple[Fingerprint, ...]
     setup: str  # actpass | active | passive | holdconn
     tls_id: str | None
-
-    @property
-    def association(self) -> tuple[frozenset[Fingerprint], str | None]:
-        """What identifies the peer's DTLS association: a change means a new handshake
-        (RFC 8842 §5: a new tls-id or a new certificate)."""
-        return frozenset(self.fingerprints), self.tls_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,29 +108,22 @@ def choose_role(offer_setup: str, preferred: DTLSRole) -> DTLSRole | None:
     return preferred
 
 
-def plan_answer(
-    offer: DTLSOffer,
-    *,
-    preferred: DTLSRole,
-    fingerprint: Fingerprint,
-    previous: tuple[DTLSOffer, DTLSAnswer] | None = None,
-) -> tuple[DTLSAnswer, bool]:
-    """The answer for ``offer`` and whether it needs a new DTLS association (handshake).
-
-    ``previous`` is the last offer and answer of the same stream in this dialog.  The same
-    fingerprints and tls-id keep the association and the role already answered (a re-INVITE
-    answering ``actpass`` with the other role would mean a new connection, RFC 5763 §5); a
-    changed fingerprint or tls-id, or an offer that forces the other role, starts a new one.
-    """
-    if previous is not None and previous[1].role is not None:
-        old_offer, old_answer = previous
-        forced = choose_role(offer.setup, old_answer.role)
-        if offer.association == old_offer.association and forced is old_answer.role:
-            return DTLSAnswer(old_answer.role, old_answer.setup, fingerprint, old_answer.tls_id), False
+def plan_answer(offer: DTLSOffer, *, preferred: DTLSRole, fingerprint: Fingerprint) -> DTLSAnswer:
+    """The SRS's answer to ``offer``: its role, its fingerprint, a fresh tls-id if one was offered."""
     role = choose_role(offer.setup, preferred)
     setup = role.value if role is not None else "holdconn"
     tls_id = new_tls_id() if offer.tls_id is not None else None
-    return DTLSAnswer(role, setup, fingerprint, tls_id), role is not None
+    return DTLSAnswer(role, setup, fingerprint, tls_id)
+
+
+def association_identity(offer: DTLSOffer, preferred: DTLSRole) -> bytes:
+    """Equal for two offers of a stream that keep its DTLS association (RFC 8842 §5): the same
+    certificate fingerprints, the same tls-id, and an a=setup that leaves the SRS its role
+    (``actpass`` then ``passive`` keeps an active SRS active: no new handshake)."""
+    role = choose_role(offer.setup, preferred)
+    parts = sorted(str(f) for f in offer.fingerprints)
+    parts += [f"tls-id {offer.tls_id}", f"role {role.value if role else 'holdconn'}"]
+    return "\n".join(parts).encode()
 
 
 def new_tls_id() -> str:

@@ -1,10 +1,9 @@
 """The DTLS-SRTP side of one recorded stream, across the offers of a dialog.
 
-Each offer is planned (:meth:`StreamDTLS.negotiate`) before the answer is written; once the
-answer has gone out, :meth:`StreamDTLS.commit` keeps the running association or replaces it
-with a new endpoint (new fingerprint, new tls-id, or the other role), and the active role
-starts its handshake towards the offer's address (or where the peer's media already comes
-from).  DTLS datagrams arrive from the stream's RTP socket (RFC 7983 demultiplexing happens
+The key exchange (:mod:`siprecd.security.dtls_method`) decides per offer whether the stream
+keeps its association (same fingerprints, tls-id and role) or needs a new one, which
+:meth:`StreamDTLS.start` makes; the active role handshakes towards the offer's address (or
+where the peer's media already comes from).  DTLS datagrams arrive from the stream's RTP socket (RFC 7983 demultiplexing happens
 there) and leave through the same socket, so the SRTP keys bind to the media 5-tuple.
 """
 
@@ -13,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from siprecd.security.dtls import DTLSContext, DTLSEndpoint, DTLSRole, SRTPKeys
-from siprecd.security.dtls_sdp import DTLSAnswer, DTLSOffer, plan_answer
+from siprecd.security.dtls_sdp import DTLSAnswer, DTLSOffer
 
 __all__ = ["DTLSSettings", "StreamDTLS"]
 
@@ -64,56 +63,30 @@ class StreamDTLS:
         self.endpoint: DTLSEndpoint | None = None
         self.offer: DTLSOffer | None = None
         self.answer: DTLSAnswer | None = None
-        self._pending: tuple[DTLSOffer, DTLSAnswer, bool] | None = None
+        self._start_call: IDelayedCall | None = None
         self.peer: Address | None = None  # where DTLS datagrams go and are accepted from
         self._peer_confirmed = False  # a datagram came from ``peer`` (not only the SDP said so)
         self.handshakes = 0
         self.failures = 0
         self.other_source = 0
 
-    # -- offer/answer ------------------------------------------------------------------------
+    # -- associations ------------------------------------------------------------------------
 
-    def negotiate(self, offer: DTLSOffer) -> DTLSAnswer:
-        """Plan the answer for ``offer``; nothing changes until :meth:`commit`."""
-        previous = (self.offer, self.answer) if self.offer is not None and self.answer is not None else None
-        if previous is not None and self.endpoint is not None and self.endpoint.state == "failed":
-            previous = None  # a failed association is never kept: the re-offer gets a new one
-        answer, new = plan_answer(
-            offer,
-            preferred=self.settings.preferred,
-            fingerprint=self.settings.context.fingerprint("sha-256"),
-            previous=previous,
-        )
-        self._pending = (offer, answer, new)
-        return answer
-
-    def abort(self) -> None:
-        """The offer failed: keep the association as it was."""
-        self._pending = None
-
-    def commit(self, remote: Address | None) -> None:
-        """The answer went out: start a new association if the plan said so.
+    def start(self, offer: DTLSOffer, answer: DTLSAnswer, remote: Address | None) -> None:
+        """A new association for an agreed offer/answer (the old one, if any, is closed).
 
         ``remote`` is where the peer's media is: the latched source if media already came,
-        else the offer's connection address and port (None on hold: wait for the peer).
+        else the offer's connection address and port (None on hold: wait for the peer).  The
+        active side sends its ClientHello on the next turn of the clock, after the answer that
+        tells the peer our fingerprint has gone out.
         """
-        if self._pending is None:
-            return
-        offer, answer, new = self._pending
-        self._pending = None
+        self.close()
         self.offer, self.answer = offer, answer
-        if remote is not None and not self._peer_confirmed:
-            self.peer = remote
-        if not new:
-            return
-        if self.endpoint is not None:
-            self.endpoint.close()
-            self.endpoint = None
-        if answer.role is None:
-            return  # holdconn: no connection until a later offer asks for one
         self._peer_confirmed = False
-        if remote is not None:
-            self.peer = remote
+        self.peer = remote
+        if answer.role is None:
+            self.endpoint = None
+            return  # holdconn: no connection until a later offer asks for one
         self.endpoint = DTLSEndpoint(
             self.settings.context,
             role=answer.role,
@@ -125,9 +98,15 @@ class StreamDTLS:
             handshake_timeout=self.settings.handshake_timeout,
             log_fields=self._log_fields,
         )
-        if answer.role is DTLSRole.PASSIVE or self.peer is not None:
+        if answer.role is DTLSRole.PASSIVE:
             self.endpoint.start()
+        elif remote is not None:
+            self._start_call = self.settings.clock.callLater(0, self._start_active, self.endpoint)
         # An active SRS with nowhere to send (offer on hold) starts on the peer's first datagram.
+
+    def _start_active(self, endpoint: DTLSEndpoint) -> None:
+        self._start_call = None
+        endpoint.start()
 
     # -- datagrams ---------------------------------------------------------------------------
 
@@ -162,9 +141,11 @@ class StreamDTLS:
         self._on_failure(reason)
 
     def close(self) -> None:
+        if self._start_call is not None and self._start_call.active():
+            self._start_call.cancel()
+        self._start_call = None
         if self.endpoint is not None:
             self.endpoint.close()
-        self._pending = None
 
     # -- reporting ---------------------------------------------------------------------------
 
