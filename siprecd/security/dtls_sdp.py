@@ -66,7 +66,8 @@ def is_dtls_offer(m: MediaDescription, session: SessionDescription) -> bool:
 
 
 def _where(index: int | None) -> str:
-    return f"m-line {index + 1}" if index is not None else "m-line"
+    # Without an index the caller names the m-line itself (the policy's reasons do).
+    return f"m-line {index + 1}: " if index is not None else ""
 
 
 def parse_dtls_offer(
@@ -76,24 +77,24 @@ def parse_dtls_offer(
     where = _where(index)
     values = m.attribute_values("fingerprint") or session.attribute_values("fingerprint")
     if not values:
-        raise SDPError(f"{where}: DTLS-SRTP offer has no a=fingerprint (media or session level)")
+        raise SDPError(f"{where}DTLS-SRTP offer has no a=fingerprint (media or session level)")
     try:
         fingerprints = fingerprints_of(values)
     except ValueError as exc:
-        raise SDPError(f"{where}: a=fingerprint unusable: {exc}") from None
+        raise SDPError(f"{where}a=fingerprint unusable: {exc}") from None
     setup_value = m.attribute("setup") or session.attribute("setup")
     # RFC 4145 §4: an offer without a=setup means active; RFC 5763 says it must be actpass,
     # but being lenient here costs nothing.
     setup = (setup_value or "active").strip().lower()
     if setup not in SETUP_VALUES:
         raise SDPError(
-            f"{where}: a=setup:{setup_value} is not one of {', '.join(sorted(SETUP_VALUES))}"
+            f"{where}a=setup:{setup_value} is not one of {', '.join(sorted(SETUP_VALUES))}"
         )
     tls_id = m.attribute("tls-id")
     if tls_id is not None:
         tls_id = tls_id.strip()
         if not tls_id:
-            raise SDPError(f"{where}: a=tls-id is empty")
+            raise SDPError(f"{where}a=tls-id is empty")
     return DTLSOffer(tuple(fingerprints), setup, tls_id)
 
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from siprecd.security.dtls import DTLSContext, DTLSEndpoint, DTLSRole, SRTPKeys
 from siprecd.security.dtls_sdp import DTLSAnswer, DTLSOffer
+from siprecd.security.suites import DTLS_PROFILES
 
 __all__ = ["DTLSSettings", "StreamDTLS"]
 
@@ -157,6 +158,7 @@ class StreamDTLS:
             "role": self.answer.role.value if self.answer is not None and self.answer.role else None,
             "setup": self.answer.setup if self.answer is not None else None,
             "profile": keys.profile if keys is not None else None,
+            "suite": DTLS_PROFILES[keys.profile] if keys is not None else None,
             "state": endpoint.state if endpoint is not None else "none",
             "failure": endpoint.failure if endpoint is not None else None,
             "handshakes": self.handshakes,
