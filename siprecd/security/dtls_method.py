@@ -11,7 +11,6 @@ ones working until the new ones are installed (then the usual rekey grace applie
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,11 +98,11 @@ class DTLSSRTP:
         settings: DTLSSettings,
         *,
         sessions: Counter[tuple[str, str]] | None = None,
-        count: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions: Counter[tuple[str, str]] = sessions if sessions is not None else Counter()
-        self._count = count or (lambda name: None)
+        # (outcome, SRS role, profile) -> handshakes, for siprecd_dtls_handshakes_total
+        self.handshakes: Counter[tuple[str, str, str]] = Counter()
 
     @classmethod
     def from_config(cls, config: SecurityConfig, clock: IReactorTime, **kwargs: Any) -> DTLSSRTP:
@@ -149,7 +148,7 @@ class DTLSSRTP:
                 self.settings,
                 write=lambda data, addr: _write(media, data, addr),
                 install=lambda keys: self._install(media, keys),
-                on_failure=lambda reason: self._count("dtls_failures"),
+                on_failure=lambda reason: self._failed(media),
                 log_fields=media.log_fields,
             )
             media.dtls = stream
@@ -171,6 +170,15 @@ class DTLSSRTP:
             OutboundSRTCP(suite, keys.local_key, keys.local_salt),
         )
         self.sessions[METHOD, suite] += 1
+        self.handshakes["completed", _role(media), keys.profile] += 1
+
+    def _failed(self, media: StreamMedia) -> None:
+        self.handshakes["failed", _role(media), ""] += 1
+
+
+def _role(media: StreamMedia) -> str:
+    answer = media.dtls.answer if media.dtls is not None else None
+    return answer.role.value if answer is not None and answer.role is not None else ""
 
 
 def _write(media: StreamMedia, data: bytes, addr: tuple[str, int]) -> None:

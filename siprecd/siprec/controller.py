@@ -485,7 +485,7 @@ def build_controller(
         # The certificate is made (or loaded) once, at start-up: every answer carries its
         # fingerprint.  Preflight has already checked configured files.
         security.methods["dtls-srtp"] = DTLSSRTP.from_config(
-            config.security, reactor, sessions=security.sessions, count=controller._count
+            config.security, reactor, sessions=security.sessions
         )
     return controller, ControllerService(controller, config.service.drain_timeout)
 

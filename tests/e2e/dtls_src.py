@@ -18,10 +18,8 @@ import pylibsrtp
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
-from siprecd.sdp import parse as parse_sdp
 from siprecd.security.certificate import generate_certificate
-from siprecd.sip.message import Response
-from tests.e2e.src import SRCClient, StreamSpec
+from tests.e2e.src import SRCClient
 
 # profile -> (libsrtp profile, key length, salt length)
 PROFILES = {
@@ -49,15 +47,14 @@ class SRTPSocket:
 
 
 class DTLSSRCClient(SRCClient):
-    """An SRC offering ``UDP/TLS/RTP/SAVP`` with ``a=setup:<setup>``, its fingerprint and a
-    tls-id; after the 200 OK it runs the DTLS handshake in the role the answer left it."""
+    """An SRC whose streams (see :meth:`dtls_attributes`) offer ``UDP/TLS/RTP/SAVP`` with its
+    fingerprint; after the 200 OK, :meth:`handshake` runs DTLS in the role the answer left it,
+    and from then on ``send_rtp`` sends SRTP.  One stream per call: one association."""
 
-    def __init__(self, server_port: int, *, setup: str = "actpass", profiles: Sequence[str] = tuple(PROFILES)) -> None:
+    def __init__(self, server_port: int, *, profiles: Sequence[str] = tuple(PROFILES)) -> None:
         super().__init__(server_port)
-        self.setup = setup
         identity = generate_certificate()
-        self.certificate = identity.certificate
-        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        der = identity.certificate.public_bytes(serialization.Encoding.DER)
         self.fingerprint = "sha-256 " + ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
         context = SSL.Context(SSL.DTLS_METHOD)
         context.use_certificate(crypto.X509.from_cryptography(identity.certificate))
@@ -68,47 +65,29 @@ class DTLSSRCClient(SRCClient):
         context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
         self.context = context
         self.plain_rtp = self.rtp
-        self.answer_setup: str | None = None
-        self.answer_fingerprints: list[str] = []
         self.profile: str | None = None
         self.srs_address: tuple[str, int] | None = None
 
-    def invite(self, streams: Sequence[StreamSpec], **kwargs) -> Response:  # type: ignore[override]
-        original = self._request
+    def dtls_attributes(self, setup: str = "actpass", tls_id: str = "siprecd-test-dtls-src-0001") -> dict:
+        """StreamSpec fields for a DTLS-SRTP m-line of this SRC."""
+        return {
+            "proto": "UDP/TLS/RTP/SAVP",
+            "extra_attributes": [f"setup:{setup}", f"fingerprint:{self.fingerprint}", f"tls-id:{tls_id}"],
+        }
 
-        def dtls_request(method: str, body: str = "", content_type: str = "", cseq: int | None = None) -> bytes:
-            return original(method, self._secure_offer(body), content_type, cseq)
-
-        self._request = dtls_request  # type: ignore[method-assign]
-        try:
-            response = super().invite(streams, **kwargs)
-        finally:
-            self._request = original  # type: ignore[method-assign]
-        if response.status == 200:
-            answer = parse_sdp(response.body)
-            m = answer.media[0]
-            self.answer_setup = m.attribute("setup")
-            self.answer_fingerprints = [v or "" for v in m.attribute_values("fingerprint")]
-            self.srs_address = (m.connection_address(answer) or "127.0.0.1", m.port)
-        return response
-
-    def _secure_offer(self, body: str) -> str:
-        lines = []
-        for line in body.split("\r\n"):
-            if line.startswith("m=audio "):
-                line = line.replace(" RTP/AVP ", " UDP/TLS/RTP/SAVP ")
-                lines.append(line)
-                lines.extend([f"a=setup:{self.setup}", f"a=fingerprint:{self.fingerprint}", "a=tls-id:siprecd-test-dtls-src-0001"])
-                continue
-            lines.append(line)
-        return "\r\n".join(lines)
+    def _answer(self) -> tuple[str | None, list[str], tuple[str, int]]:
+        answer = self.answer
+        m = answer.media[0]
+        fingerprints = [v or "" for v in m.attribute_values("fingerprint")]
+        return m.attribute("setup"), fingerprints, (m.connection_address(answer) or "127.0.0.1", m.port)
 
     def handshake(self, timeout: float = 10.0) -> str:
         """Run DTLS with the SRS on the RTP socket; returns the profile.  Raises on failure."""
-        assert self.srs_address is not None and self.answer_setup in ("active", "passive")
+        setup, fingerprints, self.srs_address = self._answer()
+        assert setup in ("active", "passive"), setup
         connection = SSL.Connection(self.context, None)
         connection.set_ciphertext_mtu(1200)
-        if self.answer_setup == "passive":  # the SRS waits: we are the client
+        if setup == "passive":  # the SRS waits: we are the client
             connection.set_connect_state()
         else:
             connection.set_accept_state()
@@ -124,7 +103,7 @@ class DTLSSRCClient(SRCClient):
             if done:
                 break
             if time.monotonic() > deadline:
-                raise AssertionError(f"DTLS handshake with the SRS (SRS {self.answer_setup}) timed out")
+                raise AssertionError(f"DTLS handshake with the SRS (SRS {setup}) timed out")
             wait = connection.DTLSv1_get_timeout()
             sock.settimeout(min(wait, 0.5) if wait else 0.5)
             try:
@@ -139,15 +118,15 @@ class DTLSSRCClient(SRCClient):
         peer = connection.get_peer_certificate()
         der = peer.to_cryptography().public_bytes(serialization.Encoding.DER)
         actual = "sha-256 " + ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-        if actual not in self.answer_fingerprints:
-            raise AssertionError(f"SRS certificate {actual} is not the answer's {self.answer_fingerprints}")
+        if actual not in fingerprints:
+            raise AssertionError(f"SRS certificate {actual} is not the answer's {fingerprints}")
         profile = connection.get_selected_srtp_profile().decode()
         libsrtp_profile, key_len, salt_len = PROFILES[profile]
         material = connection.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len))
         client_key, server_key = material[:key_len], material[key_len : 2 * key_len]
         client_salt = material[2 * key_len : 2 * key_len + salt_len]
         server_salt = material[2 * key_len + salt_len :]
-        mine = (client_key + client_salt) if self.answer_setup == "passive" else (server_key + server_salt)
+        mine = (client_key + client_salt) if setup == "passive" else (server_key + server_salt)
         session = pylibsrtp.Session(
             policy=pylibsrtp.Policy(key=mine, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=libsrtp_profile)
         )
