@@ -129,7 +129,7 @@ class DTLSControllerTests(ControllerTestCase):
 
         self.bye(call)
         document = self.session(call)
-        security = document["streams"][0]["security"]
+        security = document["streams"][0]["stream_security"]
         self.assertEqual(security["method"], "dtls-srtp")
         self.assertEqual(security["suite"], {"SRTP_AEAD_AES_256_GCM": "AEAD_AES_256_GCM"}.get(keys.profile, "AES_CM_128_HMAC_SHA1_80"))
         self.assertEqual((security["dtls"]["role"], security["dtls"]["state"]), ("active", "closed"))
@@ -167,7 +167,7 @@ class DTLSControllerTests(ControllerTestCase):
         dtls = self.controller.security.methods["dtls-srtp"]
         self.assertEqual(dtls.handshakes, {("failed", "active", ""): 1})
         self.bye(call)
-        state = self.session(call)["streams"][0]["security"]["dtls"]
+        state = self.session(call)["streams"][0]["stream_security"]["dtls"]
         self.assertIn("did not complete within 30 s", state["failure"])
         self.assert_quiet()
 

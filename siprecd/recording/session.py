@@ -68,8 +68,8 @@ class RecordedStream:
             ),
             "direction": c.direction,
             "offered_direction": c.offered_direction,
-            # stream_security: method and suite (and non-secret facts), never key material.
-            "security": self._security(),
+            # method and suite (and non-secret facts), never key material.
+            "stream_security": self._security(),
             "on_hold": c.on_hold,
             "rtp_port": self.ports.rtp_port if self.ports else None,
             "rtcp_port": self.ports.rtcp_port if self.ports else None,

@@ -21,6 +21,7 @@ from siprecd.sdp.model import SDPError
 from siprecd.security.certificate import CertificateError, DTLSCertificate, generate_certificate, load_certificate
 from siprecd.security.dtls import DTLSContext, DTLSRole, SRTPKeys
 from siprecd.security.dtls_sdp import (
+    DTLS_CAPABLE_PROTOS,
     DTLSAnswer,
     DTLSOffer,
     answer_attributes,
@@ -122,6 +123,9 @@ class DTLSSRTP:
         return is_dtls_offer(m, session)
 
     def negotiate(self, m: MediaDescription, session: SessionDescription, policy: SecurityPolicy) -> Negotiated | str:
+        if m.proto.upper() not in DTLS_CAPABLE_PROTOS:
+            # A fingerprint on RTP/AVP: the answer could not ask for SRTP on that proto.
+            return f"a=fingerprint on {m.proto}: DTLS-SRTP needs UDP/TLS/RTP/SAVP(F)"
         try:
             offer = parse_dtls_offer(m, session)
         except SDPError as error:

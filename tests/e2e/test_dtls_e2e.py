@@ -61,7 +61,7 @@ class DTLSCallMixin(MediaTestCase):
 
         document, directory = self.session(client.call_id)
         entry = self.streams_by_label(document)["a"]
-        security = entry["security"]
+        security = entry["stream_security"]
         self.assertEqual(security["method"], "dtls-srtp")
         self.assertEqual(security["suite"], self.suite)
         self.assertEqual(security["dtls"]["role"], self.srs_role)
