@@ -183,6 +183,16 @@ class DTLSControllerTests(ControllerTestCase):
         response = Call(self).invite(sdp_offer(peer.mline("sideways")))
         self.assert_warning(response, 488, "a=setup:sideways is not one of")
 
+    def test_fingerprint_on_plain_rtp_records_plain(self) -> None:
+        # A fingerprint on RTP/AVP is no DTLS-SRTP offer the answer could accept; under
+        # srtp = optional the stream is recorded as plain RTP.
+        peer = SRCPeer(self, DTLSRole.PASSIVE)
+        call = Call(self)
+        [m] = self.answer(call.setup(sdp_offer(peer.mline().replace("UDP/TLS/RTP/SAVP", "RTP/AVP")))).media
+        self.assertEqual((m.proto, m.attribute("fingerprint"), m.attribute("setup")), ("RTP/AVP", None, None))
+        self.assertEqual(self.session(call)["streams"][0]["stream_security"]["method"], None)
+        self.bye(call)
+
 
 class PassiveConfigTests(ControllerTestCase):
     environment = {"SIPRECD_SECURITY_DTLS_SETUP": "passive"}
@@ -202,6 +212,6 @@ class SDESOnlyTests(ControllerTestCase):
 
     def test_dtls_not_allowed(self) -> None:
         peer = SRCPeer(self, DTLSRole.PASSIVE)
-        self.assertNotIn("dtls-srtp", self.controller.security.methods)
         response = Call(self).invite(sdp_offer(peer.mline()))
         self.assert_warning(response, 488, "DTLS-SRTP is not allowed by [security] key_exchange")
+        self.assert_nothing_bound()
