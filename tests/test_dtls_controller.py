@@ -17,6 +17,7 @@ from siprecd.security.certificate import generate_certificate
 from siprecd.security.dtls import DTLSContext, DTLSEndpoint, DTLSRole, SRTPKeys
 from siprecd.security.dtls_method import AwaitingKeys
 from siprecd.security.srtp import InboundSRTP
+from siprecd.security.suites import DTLS_PROFILES, SUITES
 from tests.test_siprec_controller import Call, ControllerTestCase, audio, sdp_offer
 
 MEDIA = ("198.51.100.7", 30000)  # where the SRC's media comes from (the offer's c= and port)
@@ -43,9 +44,9 @@ class SRCPeer:
         self.failures: list[str] = []
         self.endpoint: DTLSEndpoint | None = None
 
-    def mline(self, setup: str = "actpass", tls_id: str = TLS_ID, label: str = "a") -> str:
+    def mline(self, setup: str = "actpass", tls_id: str = TLS_ID, label: str = "a", extra: str = "") -> str:
         line = audio(MEDIA[1], label, formats="0").replace("RTP/AVP", "UDP/TLS/RTP/SAVP")
-        return line + f"a=setup:{setup}\na=fingerprint:{self.certificate.fingerprint()}\na=tls-id:{tls_id}\n"
+        return line + f"a=setup:{setup}\na=fingerprint:{self.certificate.fingerprint()}\na=tls-id:{tls_id}\n" + extra
 
     def connect(self, answer_fingerprint: str, reactor: Any) -> None:
         from siprecd.security.certificate import parse_fingerprint
@@ -55,6 +56,13 @@ class SRCPeer:
             send=self.outbox.append, clock=reactor, on_keys=self.keys.append, on_failure=self.failures.append,
         )
         self.endpoint.start()
+
+
+def srtp_session(keys: SRTPKeys, *, inbound: bool = False, own: bool = True) -> pylibsrtp.Session:
+    """libsrtp with the SRC's own write key (what it sends), or the SRS's (what it receives)."""
+    key = keys.local_key + keys.local_salt if own else keys.remote_key + keys.remote_salt
+    kind = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+    return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=SUITES[DTLS_PROFILES[keys.profile]].libsrtp_profile))
 
 
 def rtp(seq: int) -> bytes:
@@ -82,9 +90,9 @@ class DTLSControllerTests(ControllerTestCase):
                 media.rtp.datagramReceived(data, MEDIA)
             peer.outbox.clear()
 
-    def start_call(self, peer: SRCPeer, setup: str = "actpass") -> tuple[Call, Any, Writer]:
+    def start_call(self, peer: SRCPeer, setup: str = "actpass", extra: str = "") -> tuple[Call, Any, Writer]:
         call = Call(self)
-        response = call.setup(sdp_offer(peer.mline(setup)))
+        response = call.setup(sdp_offer(peer.mline(setup, extra=extra)))
         [m] = self.answer(response).media
         writer = Writer()
         self.stream_media(call).rtp.transport = writer  # the fake reactor's ports write nowhere
@@ -110,11 +118,7 @@ class DTLSControllerTests(ControllerTestCase):
         [keys] = peer.keys
         self.assertIsInstance(media.inbound, InboundSRTP)
         self.assertEqual(media.counters.rekeys, 0)
-        session = pylibsrtp.Session(pylibsrtp.Policy(
-            key=keys.local_key + keys.local_salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
-            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM if keys.profile.endswith("256_GCM")
-            else pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-        ))
+        session = srtp_session(keys)
         for seq in range(2, 12):
             media.rtp.datagramReceived(session.protect(rtp(seq)), MEDIA)
         self.assertEqual(media.rtp.source, MEDIA)
@@ -134,6 +138,31 @@ class DTLSControllerTests(ControllerTestCase):
         self.assertEqual(security["suite"], {"SRTP_AEAD_AES_256_GCM": "AEAD_AES_256_GCM"}.get(keys.profile, "AES_CM_128_HMAC_SHA1_80"))
         self.assertEqual((security["dtls"]["role"], security["dtls"]["state"]), ("active", "closed"))
         self.assertEqual(self.controller.security.sessions["dtls-srtp", security["suite"]], 1)
+        peer.endpoint.close()
+        self.assert_quiet()
+
+    def test_rtcp_mux(self) -> None:
+        peer = SRCPeer(self, DTLSRole.ACTIVE)
+        call, m, writer = self.start_call(peer, "active", extra="a=rtcp-mux\n")
+        self.assertTrue(m.has_attribute("rtcp-mux"))
+        self.handshake(call, peer, m.attribute("fingerprint"), writer)
+        [keys] = peer.keys
+        media = self.stream_media(call)
+        session = srtp_session(keys)
+        media.rtp.datagramReceived(session.protect(rtp(1)), MEDIA)
+        # A sender report, SRTCP-protected with the peer's key, on the RTP port.
+        report = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0xABCDEF01, 1, 2, 160, 1, 160)
+        media.rtp.datagramReceived(session.protect_rtcp(report), MEDIA)
+        self.assertEqual(media.counters.rtcp_sender_reports, 1)
+        self.assertEqual(media.counters.srtcp_auth_failures, 0)
+        # The SRS's receiver report leaves from the RTP port, to the media source, protected.
+        writer.sent.clear()
+        self.assertTrue(media.send_report())
+        [(data, addr)] = writer.sent
+        self.assertEqual(addr, MEDIA)
+        inbound = srtp_session(keys, inbound=True, own=False)
+        self.assertEqual(inbound.unprotect_rtcp(data)[1], 201)
+        self.bye(call)
         peer.endpoint.close()
         self.assert_quiet()
 
