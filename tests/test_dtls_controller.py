@@ -18,6 +18,7 @@ from siprecd.security.dtls import DTLSContext, DTLSEndpoint, DTLSRole, SRTPKeys
 from siprecd.security.dtls_method import AwaitingKeys
 from siprecd.security.srtp import InboundSRTP
 from siprecd.security.suites import DTLS_PROFILES, SUITES
+from tests.test_dtls_stream import exchange
 from tests.test_siprec_controller import Call, ControllerTestCase, audio, sdp_offer
 
 MEDIA = ("198.51.100.7", 30000)  # where the SRC's media comes from (the offer's c= and port)
@@ -78,17 +79,8 @@ class DTLSControllerTests(ControllerTestCase):
         media = self.stream_media(call)
         if peer.endpoint is None:
             peer.connect(fingerprint, self.reactor)
-        for _ in range(10):
-            self.reactor.advance(0)
-            if not (writer.sent or peer.outbox):
-                return
-            for data, addr in writer.sent:
-                self.assertEqual(addr, MEDIA)
-                peer.endpoint.datagram_received(data)
-            writer.sent.clear()
-            for data in peer.outbox:
-                media.rtp.datagramReceived(data, MEDIA)
-            peer.outbox.clear()
+        exchange(self, writer.sent, peer, lambda data: media.rtp.datagramReceived(data, MEDIA), MEDIA,
+                 turn=lambda: self.reactor.advance(0))
 
     def start_call(self, peer: SRCPeer, setup: str = "actpass", extra: str = "") -> tuple[Call, Any, Writer]:
         call = Call(self)
