@@ -9,6 +9,10 @@ Secured streams (:meth:`StreamMedia.secure`): every datagram is unprotected befo
 parsed, and before it may capture the latch; what does not authenticate is dropped and counted
 (``srtp_auth_failures``, ``srtcp_auth_failures``), never logged per packet.  Receiver reports
 leave SRTCP-protected with the SRS's own key.
+
+Both ports demultiplex by the first byte (RFC 7983) before anything else: DTLS goes to the
+stream's DTLS-SRTP association(s) (:mod:`siprecd.security.dtls_stream`), STUN is counted and
+dropped; the RTP path pays one comparison for it.
 """
 
 from __future__ import annotations
