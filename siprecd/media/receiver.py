@@ -18,6 +18,7 @@ dropped; the RTP path pays one comparison for it.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,8 +78,10 @@ class StreamMedia:
         cname: str,
         rekey_grace: float = 0.0,
         log_fields: dict[str, Any] | None = None,
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.clock = clock
+        self.changed = changed  # state worth a session.json rewrite changed (keys arrived, say)
         self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
         self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
         # Without rtcp-mux, DTLS-SRTP keys RTCP by a second association on the RTCP port
