@@ -9,17 +9,24 @@ Secured streams (:meth:`StreamMedia.secure`): every datagram is unprotected befo
 parsed, and before it may capture the latch; what does not authenticate is dropped and counted
 (``srtp_auth_failures``, ``srtcp_auth_failures``), never logged per packet.  Receiver reports
 leave SRTCP-protected with the SRS's own key.
+
+Both ports demultiplex by the first byte (RFC 7983) before anything else: DTLS goes to the
+stream's DTLS-SRTP association(s) (:mod:`siprecd.security.dtls_stream`); anything else that
+is not RTP/RTCP (STUN keep-alives, say) is dropped as malformed.  The RTP path pays one
+comparison for it.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
+from siprecd.media.demux import DTLS, classify
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
@@ -56,15 +63,33 @@ class ReceptionCounters:
     srtcp_auth_failures: int = 0  # unauthenticated or forged RTCP on a secured stream: dropped
     srtp_old_key: int = 0  # packets accepted under the previous key during a rekey's grace
     rekeys: int = 0
+    dtls_datagrams: int = 0  # DTLS (RFC 7983 first byte 20-63) on the RTP or RTCP port
 
 
 class StreamMedia:
     """Both sockets' protocols of one recorded stream and the state they share."""
 
     def __init__(
-        self, clock: IReactorTime, *, latch_sdp_address: bool, ssrc: int, cname: str, rekey_grace: float = 0.0
+        self,
+        clock: IReactorTime,
+        *,
+        latch_sdp_address: bool,
+        ssrc: int,
+        cname: str,
+        rekey_grace: float = 0.0,
+        log_fields: dict[str, Any] | None = None,
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.clock = clock
+        self.changed = changed  # state worth a session.json rewrite changed (keys arrived, say)
+        self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
+        self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
+        # Without rtcp-mux, DTLS-SRTP keys RTCP by a second association on the RTCP port
+        # (RFC 5764 §4.1.2): its StreamDTLS and the SRTCP contexts it makes.
+        self.dtls_rtcp: Any = None
+        self.rtcp_inbound: Inbound | None = None
+        self.rtcp_outbound: Outbound | None = None
+        self.rtcp_mux = False  # the answer accepted a=rtcp-mux: reports leave from the RTP port
         self.rekey_grace = rekey_grace
         self.inbound: Inbound | None = None
         self.outbound: Outbound | None = None
@@ -94,13 +119,19 @@ class StreamMedia:
         if inbound is self.inbound and outbound is self.outbound:
             return
         self._end_grace()
-        if self.inbound is not None and inbound is not self.inbound:
+        # DTLS-SRTP's placeholder before the first handshake is no key to rekey from.
+        if self.inbound is not None and inbound is not self.inbound and not getattr(self.inbound, "awaiting_keys", False):
             self.counters.rekeys += 1
             if self.rekey_grace > 0:
                 self._previous = self.inbound
                 self._grace_call = self.clock.callLater(self.rekey_grace, self._end_grace)
         self.inbound = inbound
         self.outbound = outbound
+
+    def secure_rtcp(self, inbound: Inbound | None, outbound: Outbound | None) -> None:
+        """SRTCP contexts of their own for the RTCP port (None: RTCP uses :meth:`secure`'s)."""
+        self.rtcp_inbound = inbound
+        self.rtcp_outbound = outbound
 
     def _end_grace(self) -> None:
         if self._grace_call is not None and self._grace_call.active():
@@ -111,10 +142,23 @@ class StreamMedia:
     def close(self) -> None:
         """The stream ends: no timer of its own may outlive it."""
         self._end_grace()
+        for dtls in (self.dtls, self.dtls_rtcp):
+            if dtls is not None:
+                dtls.close()
+
+    def dtls_received(self, datagram: bytes, addr: tuple[str, int], *, rtcp: bool = False) -> None:
+        """A DTLS datagram (RFC 7983) on the RTP port, or on the RTCP port (``rtcp``)."""
+        self.counters.dtls_datagrams += 1
+        dtls = self.dtls_rtcp if rtcp else self.dtls
+        expected = self.expected
+        if dtls is None or (self.latch_sdp_address and expected is not None and addr[0] != expected[0]):
+            self.counters.other_source += 1
+            return
+        dtls.datagram_received(datagram, addr)
 
     def unprotect(self, datagram: bytes, rtcp: bool) -> bytes | None:
         """The plaintext of a secured datagram, or None (counted) when it does not authenticate."""
-        inbound = self.inbound
+        inbound = self.rtcp_inbound if rtcp and self.rtcp_inbound is not None else self.inbound
         assert inbound is not None
         try:
             return inbound.unprotect_rtcp(datagram) if rtcp else inbound.unprotect_rtp(datagram)
@@ -147,18 +191,23 @@ class StreamMedia:
         stats = self.stats
         if stats is None:
             return False
+        transport = self.rtcp.transport
         peer = self.rtcp.peer
-        if peer is None and self.rtp.source is not None and self.rtp.source[1] < 65535:
+        if self.rtcp_mux:
+            # RFC 5761: RTCP shares the RTP 5-tuple (DTLS-SRTP keys are bound to it too).
+            transport, peer = self.rtp.transport, self.rtp.source
+        elif peer is None and self.rtp.source is not None and self.rtp.source[1] < 65535:
             # RFC 3550 §11: RTCP on RTP+1 (a NAT may map RTP to 65535: no port above it, and
             # sendto would raise OverflowError, not OSError).
             peer = (self.rtp.source[0], self.rtp.source[1] + 1)
-        if peer is None or self.rtcp.transport is None:
+        if peer is None or transport is None:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
         try:
-            if self.outbound is not None:
-                report = self.outbound.protect_rtcp(report)
-            self.rtcp.transport.write(report, peer)
+            outbound = self.outbound if self.rtcp_mux or self.rtcp_outbound is None else self.rtcp_outbound
+            if outbound is not None:
+                report = outbound.protect_rtcp(report)
+            transport.write(report, peer)
         except (OSError, SRTPError):
             return False
         self.counters.receiver_reports_sent += 1
@@ -194,6 +243,9 @@ class RTPProtocol(DatagramProtocol):
         media = self.media
         counters = media.counters
         counters.datagrams += 1
+        if datagram and datagram[0] < 64 and classify(datagram) == DTLS:
+            media.dtls_received(datagram, addr)  # DTLS-SRTP shares the RTP port (RFC 5764 §5.1.2)
+            return
         latch = False
         if addr != self.source:
             if self.source is not None:
@@ -250,6 +302,9 @@ class RTCPProtocol(DatagramProtocol):
         self.peer: tuple[str, int] | None = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+        if datagram and datagram[0] < 64 and classify(datagram) == DTLS:
+            self.media.dtls_received(datagram, addr, rtcp=True)
+            return
         self.handle(datagram, addr)
 
     def handle(self, datagram: bytes, addr: tuple[str, int]) -> bool:

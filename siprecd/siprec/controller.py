@@ -138,6 +138,7 @@ class Controller:
             lambda reason: self._abort(dialog, reason),
             self.at_rest,
             count=self._count,
+            changed=lambda: self._save(session),
         )
         session.mix_view = media.to_json
         streams = StreamTable(self.ports, media.new_stream_media, media.finish_stream)
@@ -480,5 +481,14 @@ def build_controller(
         receive_buffer=media.receive_buffer,
     )
     controller = Controller(reactor, config, ports, at_rest, metrics)
+    security = controller.security
+    from siprecd.security.dtls_method import DTLSSRTP, dtls_profiles
+
+    # Registered even when [security] key_exchange leaves it out, so that an offer hears it is
+    # not allowed rather than not supported.  The certificate is made (or loaded) once, at
+    # start-up: every answer carries its fingerprint.  Preflight has checked configured files
+    # and that the suites leave DTLS a profile when it is allowed.
+    if dtls_profiles(config.security.suites):
+        security.methods["dtls-srtp"] = DTLSSRTP.from_config(config.security, reactor, sessions=security.sessions)
     return controller, ControllerService(controller, config.service.drain_timeout)
 
