@@ -877,6 +877,7 @@ class CorpusTests(ControllerTestCase):
                 "telephone_event_payload_type": 101, "direction": "recvonly", "offered_direction": "sendonly",
                 "on_hold": False, "rtp_port": PORT_MIN + 2 * index, "rtcp_port": PORT_MIN + 2 * index + 1,
                 "sending_participants": [sender], "file": f"stream-{index + 1}-{label}.wav", "events": [],
+                "segments": [f"stream-{index + 1}-{label}.wav"],
                 "packets_received": 0, "bytes_received": 0, "ended": True,
             }
 
@@ -904,7 +905,7 @@ class CorpusTests(ControllerTestCase):
         self.assertEqual(
             document.pop("mix"),
             {
-                "file": "mix-stereo.wav", "mode": "stereo", "sample_rate": 8000, "error": None,
+                "file": "mix-stereo.wav", "segments": ["mix-stereo.wav"], "mode": "stereo", "sample_rate": 8000, "error": None,
                 "channels": [
                     {"channel": "left", "label": "1", "stream_file": "stream-1-1.wav", "sending_participants": [CISCO_P1]},
                     {"channel": "right", "label": "2", "stream_file": "stream-2-2.wav", "sending_participants": [CISCO_P2]},
@@ -940,6 +941,7 @@ class CorpusTests(ControllerTestCase):
                      "content_type": "application/rs-metadata+xml", "parsed": True, "error": None},
                 ],
                 "sdp_files": ["sdp-0001-offer.sdp", "sdp-0002-answer.sdp"],
+                "resumptions": [],
                 "srs": {"software": "siprecd", "version": document["srs"]["version"]},
             },
         )

@@ -59,7 +59,7 @@ class Application(Protocol):
 @dataclass(frozen=True)
 class CoreSettings:
     user_agent: str = "siprecd"
-    supported: tuple[str, ...] = ("siprec",)
+    supported: tuple[str, ...] = ("siprec", "replaces")
     contact_user: str = "srs"
     contact_params: str = ";+sip.srs"
     advertised_address: str | None = None

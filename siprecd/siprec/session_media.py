@@ -22,7 +22,7 @@ from siprecd.config import Config
 from siprecd.crypto.at_rest import AtRest
 from siprecd.media.receiver import StreamMedia
 from siprecd.recording.mix import Mixer
-from siprecd.recording.recorder import StreamRecorder
+from siprecd.recording.recorder import StreamRecorder, segment_name
 from siprecd.recording.session import RecordedStream, RecordingSession
 from siprecd.recording.wav import RecordingWriteError, WavWriter
 from siprecd.sdp import SessionDescription
@@ -40,6 +40,7 @@ class SessionMedia:
         at_rest: AtRest | None = None,
         *,
         count: Callable[[str], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.at_rest = at_rest
         self._count = count  # the controller's error counters
@@ -57,6 +58,13 @@ class SessionMedia:
         self._ticks = 0
         self._failed = False
         self._mix_failed: RecordingWriteError | None = None
+        self.on_tick = on_tick  # the state store's periodic positions
+        # A resumed session records into continuation segments: files numbered ``segment``
+        # whose timeline starts where the previous segment ended (``origin``), so the outage
+        # is silence of its real length.
+        self.segment = 1
+        self.origin = session.started_at
+        self.mix_segments: list[str] = []
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -88,12 +96,13 @@ class SessionMedia:
                 recorder = StreamRecorder(
                     self.session.directory,
                     stream.choice,
-                    origin=self.session.started_at,
+                    origin=self.origin,
                     reorder_window=self.config.media.reorder_window,
                     max_delay=self.config.media.max_reorder_delay,
                     chunk_size=recording.chunk_size,
                     opus_passthrough=recording.opus_passthrough,
                     at_rest=self.at_rest,
+                    segment=self.segment,
                 )
                 media.attach(recorder, stream.choice.clock_rate or 8000)
                 created.append(media)
@@ -125,7 +134,7 @@ class SessionMedia:
         left, right = (s.recorder for s in recorded)
         rate = max(left.rate, right.rate)
         channels = 2 if mode == "stereo" else 1
-        name = f"mix-{mode}.wav"
+        name = segment_name(f"mix-{mode}.wav", self.segment)
         open_file = None
         if self.at_rest is not None:
             name = self.at_rest.audio_name(name)
@@ -185,6 +194,8 @@ class SessionMedia:
             for writer in self.mix_writers:
                 if not writer.finalized and writer.failed is None:
                     writer.flush()
+            if self.on_tick is not None:
+                self.on_tick()
         except RecordingWriteError as error:
             self._fail(f"writing the mix failed: {error}")
         except Exception:
@@ -238,8 +249,10 @@ class SessionMedia:
                 }
             )
         writer = self.mix_writers[0]
+        name = writer.path.rsplit("/", 1)[-1]
         return {
-            "file": writer.path.rsplit("/", 1)[-1],
+            "file": name,
+            "segments": self.mix_segments + [name],
             "mode": mode,
             "sample_rate": writer.sample_rate,
             "channels": channels,

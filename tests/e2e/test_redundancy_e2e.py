@@ -1,0 +1,130 @@
+"""Session redundancy end to end: calls survive ``kill -9``, Replaces takes a session over on
+another node, Redis going away loses nothing.
+
+Real peers on loopback: ``twistd siprec`` processes, ``redis-server`` and ``kamailio`` started
+here on free ports; the SRC is :mod:`tests.e2e.src` (SIP over UDP and paced PCMA tones, 440 Hz on
+stream "a", 1000 Hz on "b").  A-law has no zero code, so a zero sample in a recording is always
+silence the server inserted: the outage of a restart is found exactly where it must be.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+
+from tests.audio import assert_near, dominant_frequency, read_wav
+from tests.e2e.server import Server
+from tests.e2e.src import SRCClient, StreamSpec
+from tests.e2e.test_media_e2e import PACKET_TIME, TONE_A, TONE_B, MediaTestCase, iso_seconds, stream
+
+RECORDING = {"flush_interval": "0.2", "chunk_size": "4096"}
+
+
+def kill_9(server: Server) -> float:
+    process = server.process
+    assert process is not None
+    killed_at = time.time()
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    server.process = None
+    return killed_at
+
+
+def sessions(root: str) -> list[str]:
+    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(root, "*", "*", "*", "*", "session.json")))
+
+
+def read_json(directory: str) -> dict[str, Any]:
+    with open(os.path.join(directory, "session.json"), encoding="utf-8") as handle:
+        return json.load(handle)  # type: ignore[no-any-return]
+
+
+class RedundancyTestCase(MediaTestCase):
+    recording = RECORDING
+    state: dict[str, str] = {}
+
+    def start_server(self, directory: str) -> Server:
+        server = Server(directory, sections={"recording": dict(self.recording), "state": dict(self.state)})
+        server.start()
+        self.addCleanup(self._stop, server)
+        return server
+
+    def segments(self, directory: str, segments: list[str]) -> list[np.ndarray]:
+        out = []
+        for name in segments:
+            rate, channels, samples = read_wav(os.path.join(directory, name))
+            self.assertEqual((rate, channels), (8000, 1), name)
+            out.append(samples)
+        return out
+
+    def check_continued(
+        self, directory: str, document: dict[str, Any], streams: list[StreamSpec], before: Any, after: Any,
+        files: int = 2,
+    ) -> None:
+        """Each stream: segment 1 holds the tone sent before the outage, segment 2 starts with
+        silence up to the first packet sent after it (the outage, of its real length on the
+        session's timeline), then the tone to the end."""
+        started = iso_seconds(document["started_at"])
+        for spec, frequency in zip(streams, (TONE_A, TONE_B)):
+            entry = {s["label"]: s for s in document["streams"]}[spec.label]
+            self.assertEqual(len(entry["segments"]), files, entry)
+            first, second = self.segments(directory, entry["segments"][:2])
+            self.assertAlmostEqual(dominant_frequency(first[np.flatnonzero(first)[0]:], 8000), frequency, delta=5)
+            sound = np.flatnonzero(second)
+            self.assertTrue(len(sound), f"{spec.label}: segment 2 has no audio")
+            onset = int(sound[0])
+            self.assertAlmostEqual(dominant_frequency(second[onset:], 8000), frequency, delta=5)
+            # The timeline: segment 1 + the silence before segment 2's first packet is where that
+            # packet was sent, measured from the session's start (the load of this machine and a
+            # flush interval of packets not yet on disk at the kill are the tolerance).
+            position = (len(first) + onset) / 8000
+            expected = after.times[spec.label][0] - started
+            assert_near(self, position, expected, 0.25, f"{spec.label}: first packet after the restart")
+            # Nothing sent after the restart is missing: the tone lasts what was sent.
+            sent = after.times[spec.label][-1] + PACKET_TIME - after.times[spec.label][0]
+            assert_near(self, (len(second) - onset) / 8000, sent, 0.1, f"{spec.label}: audio after the restart")
+            # Before the kill: every packet flushed is there (at most a flush interval missing).
+            sent_before = before.times[spec.label][-1] + PACKET_TIME - before.times[spec.label][0]
+            kept = (len(first) - int(np.flatnonzero(first)[0])) / 8000
+            self.assertTrue(sent_before - 0.3 <= kept <= sent_before + 0.03, (kept, sent_before))
+
+
+class RestartTests(RedundancyTestCase):
+    state = {"orphan_timeout": "30"}
+
+    def test_kill_9_restart_src_continues_then_bye(self) -> None:
+        """kill -9 mid-call, restart on the same directory and ports: the SRC goes on sending to
+        the ports it was given, re-INVITEs (same ports in the answer) and hangs up; one session,
+        audio before and after, the outage as silence, every request answered."""
+        client = self.client()
+        streams = [stream("PCMA", "a", TONE_A, 1.5), stream("PCMA", "b", TONE_B, 1.5)]
+        self.start_call(client, streams)
+        ports = dict(client.answer_ports)
+        before = client.send_rtp(streams)
+        time.sleep(0.3)  # a flush
+        kill_9(self.server)
+        self.server.start()
+        self.assertEqual(len(sessions(self.server.recordings)), 1)
+        reinvite = client.invite(streams)
+        self.assertEqual(reinvite.status, 200, reinvite)
+        self.assertEqual(client.answer_ports, ports)
+        after = client.send_rtp([stream("PCMA", "a", TONE_A, 1.5), stream("PCMA", "b", TONE_B, 1.5)], seed=8)
+        self.assertEqual(client.bye().status, 200)
+        (directory,) = sessions(self.server.recordings)
+        document = read_json(directory)
+        self.assertEqual((document["state"], document["end_reason"]), ("ended", "BYE from the SRC"))
+        self.assertEqual(document["call_id"], client.call_id)
+        (resumption,) = document["resumptions"]
+        self.assertEqual((resumption["how"], resumption["segment"]), ("restart", 2))
+        for entry in document["streams"]:
+            self.assertEqual(entry["segments"], [entry["file"].replace(".seg2", ""), entry["file"]])
+        self.assertEqual(document["mix"]["segments"], ["mix-stereo.wav", "mix-stereo.seg2.wav"])
+        self.assertEqual([n for n in os.listdir(directory) if n.endswith(".part")], [])
+        self.check_continued(directory, document, streams, before, after)
+        self.assertEqual(os.listdir(os.path.join(self.server.recordings, ".active")), [])
