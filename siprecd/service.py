@@ -180,6 +180,8 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
             Check("key_store", lambda: key_store_problem(store) if config.encryption.enabled else None),
             Check("state_store", state.problem),
         ]
+        if config.state.backend == "redis":
+            checks.append(Check("state_store_redis", state.shared_problem, critical=False))
         web = config.web
         tokens = [web.api_token] if web.api_token else []
         catalog = RecordingCatalog(config.recording.directory, store)

@@ -136,6 +136,8 @@ class Resumer:
                 "outage_seconds": round(max(0.0, now - origin), 3),
             }
         )
+        if c.metrics is not None:
+            c.metrics.sessions_resumed[how] += 1
         media = c.session_media(session, dialog)
         media.segment = segment
         media.origin = origin

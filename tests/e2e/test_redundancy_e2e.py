@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import numpy as np
+from twisted.trial.unittest import SkipTest
 
 from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.e2e.server import Server
@@ -128,3 +129,98 @@ class RestartTests(RedundancyTestCase):
         self.assertEqual([n for n in os.listdir(directory) if n.endswith(".part")], [])
         self.check_continued(directory, document, streams, before, after)
         self.assertEqual(os.listdir(os.path.join(self.server.recordings, ".active")), [])
+
+
+def get_json(port: int, path: str) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def metric(port: int, name: str) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RedisTestCase(RedundancyTestCase):
+    def setUp(self) -> None:
+        from tests.e2e.peers import RedisServer, available
+
+        if not available("redis-server"):
+            raise SkipTest("redis-server is not installed (scripts/setup installs it)")
+        self.redis = RedisServer(self.mktemp())
+        self.redis.start()
+        self.addCleanup(self.redis.stop)
+        self.state = {"backend": "redis", "redis_url": self.redis.url, "lease": "3", "orphan_timeout": "60"}
+        super().setUp()
+
+    def stored_sessions(self) -> list[str]:
+        reply = self.redis.command("KEYS", "siprecd:session:*").decode()
+        return sorted(line.split(":", 2)[2] for line in reply.split("\r\n") if line.startswith("siprecd:session:"))
+
+
+class RedisOutageTests(RedisTestCase):
+    def test_redis_stopped_and_restarted_during_calls(self) -> None:
+        """Redis goes away with a call in progress: /ready and the metric say degraded, a new
+        call and a re-INVITE are answered, media is recorded; Redis comes back empty: every live
+        session is written to it again; both calls end with every packet recorded."""
+        web = self.server.web_port
+        wait_for(lambda: get_json(web, "/ready")[1]["status"] == "ready", "ready with Redis")
+        first = self.client()
+        streams = [stream("PCMA", "a", TONE_A, 1.0), stream("PCMA", "b", TONE_B, 1.0)]
+        self.start_call(first, streams)
+        one = first.send_rtp(streams)
+        (session_one,) = wait_for(self.stored_sessions, "the first session in Redis")
+
+        self.redis.stop()
+        status, ready = wait_for(lambda: (lambda r: r if r[1]["status"] == "degraded" else None)(get_json(web, "/ready")), "degraded")
+        self.assertEqual((status, ready["failing"], ready["degraded"]), (200, [], ["state_store_redis"]))
+        self.assertIn("unreachable", ready["checks"]["state_store_redis"]["detail"])
+        self.assertEqual(metric(web, "siprecd_state_store_degraded"), 1.0)
+
+        second = self.client()
+        self.start_call(second, streams)  # not refused while Redis is down
+        reinvite = first.invite(streams)
+        self.assertEqual(reinvite.status, 200, reinvite)
+        two = second.send_rtp(streams)
+
+        self.redis.start()  # same port, empty: no persistence
+        wait_for(lambda: get_json(web, "/ready")[1]["status"] == "ready", "ready again")
+        self.assertEqual(metric(web, "siprecd_state_store_degraded"), 0.0)
+        self.assertGreaterEqual(metric(web, "siprecd_state_store_resyncs_total") or 0, 2)
+        stored = wait_for(lambda: (lambda s: s if len(s) == 2 else None)(self.stored_sessions()), "both sessions resynced")
+        self.assertIn(session_one, stored)
+        record = json.loads(self.redis.command("GET", f"siprecd:session:{session_one}").split(b"\r\n", 1)[1].rsplit(b"\r\n", 1)[0])
+        self.assertEqual(record["sdp_version"], 2)  # the re-INVITE made while Redis was down
+        self.assertEqual(record["dialog"]["call_id"], first.call_id)
+
+        for client, report in ((first, one), (second, two)):
+            self.assertEqual(client.bye().status, 200)
+            document, directory = self.session(client.call_id)
+            self.assertEqual(document["state"], "ended")
+            for entry in document["streams"]:
+                rate, _, samples = read_wav(os.path.join(directory, entry["file"]))
+                sound = np.flatnonzero(samples)
+                sent = report.times[entry["label"]][-1] + PACKET_TIME - report.times[entry["label"]][0]
+                assert_near(self, (len(samples) - sound[0]) / rate, sent, 0.03, f"{entry['label']}: audio")
+        wait_for(lambda: self.stored_sessions() == [], "ended sessions removed from Redis")
