@@ -162,6 +162,8 @@ class RedisStore(Service):
 
     def find_dialog(self, key: tuple[str, str, str]) -> Deferred[tuple[dict[str, Any] | None, bool]]:
         """The record of the session on dialog ``key`` and whether its owner is alive."""
+        if not self.connected and self._pool_up():
+            self.beat()  # connected since the last heartbeat
         if not self.connected:
             raise ServiceUnavailable(
                 f"the shared state store (Redis at {self.url}) is unreachable: cannot look up the "

@@ -224,3 +224,92 @@ class RedisOutageTests(RedisTestCase):
                 sent = report.times[entry["label"]][-1] + PACKET_TIME - report.times[entry["label"]][0]
                 assert_near(self, (len(samples) - sound[0]) / rate, sent, 0.03, f"{entry['label']}: audio")
         wait_for(lambda: self.stored_sessions() == [], "ended sessions removed from Redis")
+
+
+class ClusterTests(RedisTestCase):
+    """Two nodes, one Redis, Kamailio dispatching (etc/kamailio/kamailio.cfg)."""
+
+    def setUp(self) -> None:
+        from tests.e2e.peers import Kamailio, available
+
+        if not available("kamailio"):
+            raise SkipTest("kamailio is not installed (scripts/setup installs it)")
+        super().setUp()  # Redis, and self.server: node A
+        self.server.stop()
+        self.nodes = {}
+        for name in ("node-a", "node-b"):
+            state = dict(self.state, node_id=name, lease="2")
+            node = Server(os.path.join(self.mktemp(), name), sections={"recording": dict(self.recording), "state": state})
+            node.start()
+            self.addCleanup(self._stop, node)
+            self.nodes[name] = node
+        for node in self.nodes.values():
+            wait_for(lambda: get_json(node.web_port, "/ready")[1]["status"] == "ready", "nodes ready with Redis")
+        self.kamailio = Kamailio(self.mktemp(), [n.sip_port for n in self.nodes.values()])
+        self.kamailio.start()
+        self.addCleanup(self.kamailio.stop)
+
+    def test_node_killed_src_replaces_to_other_node(self) -> None:
+        """The call lands on one node through Kamailio; that node is killed (-9); once its
+        lease has run out, the SRC's INVITE with Replaces is dispatched to the other node, which
+        takes the session over from Redis: same session_id, recording continues in segment 2,
+        BYE answered through the proxy."""
+        client = SRCClient(self.kamailio.port)
+        self.addCleanup(client.close)
+        streams = [stream("PCMA", "a", TONE_A, 1.0), stream("PCMA", "b", TONE_B, 1.0)]
+        self.start_call(client, streams)
+        self.assertTrue(client.route_set, "Kamailio record-routes the dialog")
+        before = client.send_rtp(streams)
+        time.sleep(0.3)  # a tick: positions stored
+        owners = {name: sessions(node.recordings) for name, node in self.nodes.items()}
+        (first,) = [name for name, found in owners.items() if found]
+        (second,) = [name for name in self.nodes if name != first]
+        document = read_json(owners[first][0])
+        session_id = document["session_id"]
+
+        kill_9(self.nodes[first])
+        wait_for(lambda: self.redis.command("EXISTS", f"siprecd:owner:{session_id}").startswith(b":0"), "the lease to run out")
+        client.extra_headers = [f"Replaces: {client.replace_dialog()}", "Require: replaces"]
+        response = client.invite(streams)
+        self.assertEqual(response.status, 200, response)
+        self.assertEqual(response.headers.get("Supported"), "siprec, replaces")
+        after = client.send_rtp([stream("PCMA", "a", TONE_A, 1.0), stream("PCMA", "b", TONE_B, 1.0)], seed=9)
+        self.assertEqual(client.bye().status, 200)
+
+        (directory,) = sessions(self.nodes[second].recordings)
+        taken = read_json(directory)
+        self.assertEqual(taken["session_id"], session_id)
+        self.assertEqual((taken["state"], taken["end_reason"]), ("ended", "BYE from the SRC"))
+        self.assertEqual(taken["started_at"], document["started_at"])
+        (resumption,) = taken["resumptions"]
+        self.assertEqual(
+            (resumption["how"], resumption["node"], resumption["previous_node"], resumption["segment"]),
+            ("replaces", second, first, 2),
+        )
+        self.assertEqual(taken["participants"], document["participants"])  # metadata carried over
+        for entry in taken["streams"]:
+            self.assertEqual(entry["segments"][1], entry["file"])
+            self.assertTrue(entry["file"].endswith(".seg2.wav"), entry["file"])
+        # Segment 1 is on the dead node's disk: its .part files hold the audio before the kill.
+        for entry in document["streams"]:
+            self.assertTrue(os.path.exists(os.path.join(owners[first][0], entry["file"] + ".part")))
+        started = iso_seconds(taken["started_at"])
+        for spec in streams:
+            entry = {s["label"]: s for s in taken["streams"]}[spec.label]
+            rate, _, samples = read_wav(os.path.join(directory, entry["file"]))
+            onset = int(np.flatnonzero(samples)[0])
+            self.assertAlmostEqual(dominant_frequency(samples[onset:], rate), {"a": TONE_A, "b": TONE_B}[spec.label], delta=5)
+            # Segment 2 starts where segment 1 ended (the positions node A stored on its tick),
+            # so its silence runs to the first packet sent to node B.
+            _, _, part = read_wav(os.path.join(owners[first][0], entry["segments"][0] + ".part"))
+            assert_near(self, (len(part) + onset) / rate, after.times[spec.label][0] - started, 0.3, f"{spec.label}: timeline")
+            sent = after.times[spec.label][-1] + PACKET_TIME - after.times[spec.label][0]
+            assert_near(self, (len(samples) - onset) / rate, sent, 0.05, f"{spec.label}: audio on node B")
+        self.assertTrue(before.sent("a"))
+
+    def test_replaces_unknown_dialog_481(self) -> None:
+        client = SRCClient(self.kamailio.port)
+        self.addCleanup(client.close)
+        client.extra_headers = ["Replaces: no-such-call@example.com;to-tag=1;from-tag=2"]
+        response = client.invite([stream("PCMA", "a", TONE_A, 0.1)])
+        self.assertEqual(response.status, 481, response)
