@@ -382,6 +382,10 @@ class UASCore:
             host = f"[{host}]"
         return host, port
 
+    def forget(self, dialog: Dialog, reason: str) -> None:
+        """End a dialog that is not ours to end with a BYE (another node took it over)."""
+        self._end(dialog, reason)
+
     def hang_up(self, dialog: Dialog, reason: str) -> Deferred[Response]:
         """End a dialog from the SRS side: BYE to the SRC, then the application finalizes."""
         sent = self.send_bye(dialog)

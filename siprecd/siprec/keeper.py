@@ -21,6 +21,17 @@ log = Logger()
 class SessionKeeper:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        if controller.store is not None and hasattr(controller.store, "on_lost"):
+            controller.store.on_lost = self.lost
+
+    def lost(self, session_id: str, owner: str) -> None:
+        """Another node took this session over (Replaces while this node was down): stop
+        recording it here, without a BYE (the dialog is theirs); the files are finalized."""
+        c = self.controller
+        call = c.calls.get(session_id)
+        if call is None or c.stack is None:
+            return
+        c.stack.core.forget(call.dialog, f"taken over by node {owner} (RFC 3891 Replaces)")
 
     def persist(self, session: RecordingSession) -> None:
         """Every change of a live session goes to the state store (before the answer leaves:

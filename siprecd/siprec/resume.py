@@ -28,7 +28,14 @@ from siprecd.recording.session import RecordingSession, iso_utc
 from siprecd.sdp import parse
 from siprecd.siprec.session_media import SessionMedia
 from siprecd.siprec.streams import StreamTable
-from siprecd.state.record import metadata_documents, restore_dialog, restore_session, restore_stream
+from siprecd.state.record import (
+    metadata_documents,
+    open_sdp,
+    restore_dialog,
+    restore_security,
+    restore_session,
+    restore_stream,
+)
 
 if TYPE_CHECKING:
     from siprecd.siprec.controller import Controller
@@ -75,7 +82,10 @@ class Resumer:
             raise FileNotFoundError(f"session directory {directory} is gone")
         publish_encrypted(directory)
         recover_directory(directory)
-        offer = parse(record["offer"].encode())
+        session_id = record["session_id"]
+        offer_body = open_sdp(record["offer"], f"{session_id}/offer", c.sealer)
+        answer_body = open_sdp(record["answer"], f"{session_id}/answer", c.sealer)
+        offer = parse(offer_body)
         dialog = restore_dialog(record["dialog"])
         session, media, streams = self._restore(record, directory, dialog, "restart")
         pending = []
@@ -83,8 +93,16 @@ class Resumer:
             stream = restore_stream(stored)
             if not stream.ended and stream.choice.accepted and stored["rtp_port"]:
                 stream.media = media.new_stream_media()
-                stream.ports = c.ports.allocate_at(stored["rtp_port"], stream.media.rtp, stream.media.rtcp)
             pending.append(stream)
+            if stream.media is not None:
+                try:
+                    stream.ports = c.ports.allocate_at(stored["rtp_port"], stream.media.rtp, stream.media.rtcp)
+                    restore_security(session_id, stream, stored, c.sealer)
+                except BaseException:
+                    for bound in pending:
+                        if bound.ports is not None:
+                            c.ports.release(bound.ports)
+                    raise
         streams.current = [s for s in pending if not s.ended]
         streams.ended = [s for s in pending if s.ended]
         session.streams = streams.all
@@ -93,9 +111,10 @@ class Resumer:
         except BaseException:
             streams.release_all()
             raise
-        c.adopt(session, streams, media, dialog, record["offer"].encode(), record["answer"].encode())
+        c.adopt(session, streams, media, dialog, offer_body, answer_body)
         assert c.stack is not None
         c.stack.core.dialogs.add(dialog)  # in-dialog requests find it again
+        self.announce(session)
         return session
 
     # --- a takeover from a dead node --------------------------------------------------------
@@ -136,16 +155,21 @@ class Resumer:
                 "outage_seconds": round(max(0.0, now - origin), 3),
             }
         )
-        if c.metrics is not None:
-            c.metrics.sessions_resumed[how] += 1
         media = c.session_media(session, dialog)
         media.segment = segment
         media.origin = origin
         media.mix_segments = list(record.get("mix_segments", []))
         streams = StreamTable(c.ports, media.new_stream_media, media.finish_stream)
-        log.info(
-            "recording session {session_id} resumed ({how}) from segment {segment}, outage {outage:.3f}s",
-            session_id=session.session_id, call_id=session.call_id, how=how, segment=segment,
-            outage=session.resumptions[-1]["outage_seconds"],
-        )
         return session, media, streams
+
+    def announce(self, session: RecordingSession) -> None:
+        """The session is recording again (counted and logged only once it is)."""
+        c = self.controller
+        last = session.resumptions[-1]
+        if c.metrics is not None:
+            c.metrics.sessions_resumed[last["how"]] += 1
+        log.info(
+            "recording session {session_id} resumed ({how}) in segment {segment} after {outage:.3f}s",
+            session_id=session.session_id, call_id=session.call_id, how=last["how"], segment=last["segment"],
+            outage=last["outage_seconds"],
+        )

@@ -101,6 +101,7 @@ class Takeovers:
                 "previous_node": c.node_id,
                 "segment": call.media.segment,
                 "outage_seconds": 0.0,
+                "call_id": request.call_id,
             }
         )
         log.info(
@@ -118,9 +119,10 @@ class Takeovers:
     ) -> ResponseSpec:
         c = self.controller
         session, media, streams = c.resumer.takeover(record, dialog)
-        session.call_id = request.call_id
+        session.call_id = session.resumptions[-1]["call_id"] = request.call_id
         segments = {s["key"]: s["segments"] for s in record["streams"]}
         answer = c.start_call(
             session, media, streams, request, dialog, parts, offer_part, create=False, segments=segments
         )
+        c.resumer.announce(session)
         return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")

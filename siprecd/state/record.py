@@ -11,6 +11,7 @@ the metadata documents when ``[encryption] encrypt_metadata`` is on.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from siprecd.recording.session import MetadataVersion, RecordedStream, RecordingSession
@@ -18,7 +19,7 @@ from siprecd.sdp import StreamChoice
 from siprecd.sip.dialog import Dialog, DialogState
 from siprecd.sip.source import Source
 from siprecd.sip.uri import parse_uri
-from siprecd.state.sealing import NO_KEY_STORE, Sealer
+from siprecd.state.sealing import NO_KEY_STORE, Sealer, SealError
 
 VERSION = 1
 
@@ -123,11 +124,49 @@ def session_record(
         "metadata": {"sealed": private} if encrypt_private else {"documents": private},
         "resumptions": list(session.resumptions),
         "dialog": dialog_record(dialog),
-        "offer": offer.decode("utf-8", "replace"),
-        "answer": answer.decode("utf-8", "replace"),
+        "offer": stored_sdp(offer, f"{session.session_id}/offer", sealer),
+        "answer": stored_sdp(answer, f"{session.session_id}/answer", sealer),
         "streams": [stream_record(session.session_id, s, sealer) for s in session.streams],
         "mix_segments": mix_segments,
     }
+
+
+_CRYPTO = re.compile(rb"^(a=crypto:\S+\s+\S+\s+)(\S+)", re.MULTILINE)
+
+
+def stored_sdp(body: bytes, context: str, sealer: Sealer) -> Any:
+    """SDP as the record holds it: SDES keys (``a=crypto``) are key material, so an SDP with
+    them is sealed, or without a key store stored with the keys cut out (that session's SRTP
+    cannot be resumed then, and resuming it says so)."""
+    if not _CRYPTO.search(body):
+        return body.decode("utf-8", "replace")
+    sealed = sealer.seal(body.decode("utf-8", "replace"), context)
+    if sealed is not None:
+        return {"sealed": sealed}
+    return {"redacted": _CRYPTO.sub(rb"\1<not stored>", body).decode("utf-8", "replace"), "why": NO_KEY_STORE}
+
+
+def open_sdp(value: Any, context: str, sealer: Sealer) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if "sealed" in value:
+        return str(sealer.open(value["sealed"], context)).encode()
+    raise SealError(f"{context}: SDP keys were not stored ({value.get('why')}): SRTP cannot be resumed")
+
+
+def restore_security(session_id: str, stream: RecordedStream, stored: dict[str, Any], sealer: Sealer) -> None:
+    """Give a resumed stream its SRTP state back through the media layer's hook."""
+    security = stored.get("security")
+    if security is None:
+        return
+    context = f"{session_id}/{stream.key}/security"
+    if "unavailable" in security:
+        raise SealError(f"{context}: {security['unavailable']}: SRTP cannot be resumed")
+    state = sealer.open(security, context)
+    hook = getattr(stream.media, "restore_security", None)
+    if not callable(hook):
+        raise SealError(f"{context}: the stream had SRTP state but this build cannot restore it")
+    hook(state)
 
 
 def metadata_documents(record: dict[str, Any], sealer: Sealer) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ dead node: another node may take it over.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -39,6 +40,17 @@ PREFIX = "siprecd:"
 
 def dialog_key(call_id: str, local_tag: str, remote_tag: str) -> str:
     return f"{PREFIX}dialog:{call_id}|{local_tag}|{remote_tag}"
+
+
+# Take or renew a session's ownership unless another node holds it: 1, or the other owner.
+CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner == false or owner == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return owner
+"""
 
 
 def _dump(value: Any) -> str:
@@ -66,6 +78,10 @@ class RedisStore(Service):
         self._deleted: dict[str, dict[str, Any]] = {}  # id -> its last record (for the keys)
         self._flushing = False
         self._heartbeat: LoopingCall | None = None
+        self._lost: set[str] = set()
+        # Called with (session id, owner) when another node has taken a session of this one
+        # over (while this node was down or cut off from Redis): it must stop recording it here.
+        self.on_lost: Callable[[str, str], None] | None = None
         if metrics is not None:
             metrics.watch_state(self)
 
@@ -134,8 +150,10 @@ class RedisStore(Service):
         self._positions.pop(session_id, None)
         self._dirty.discard(session_id)
         self._dirty_positions.discard(session_id)
-        if record is not None:
+        if record is not None and session_id not in self._lost:
+            # (A session another node took over is not deleted from Redis: it is theirs now.)
             self._deleted[session_id] = record
+        self._lost.discard(session_id)
         self._flush()
 
     def load_all(self) -> dict[str, dict[str, Any]]:
@@ -251,15 +269,14 @@ class RedisStore(Service):
                     if session_id == "\0leases":
                         yield redis.set(f"{PREFIX}node:{self.node_id}", "alive", pexpire=lease)
                         for live in list(self._records):
-                            yield redis.set(f"{PREFIX}owner:{live}", self.node_id, pexpire=lease)
+                            yield self._claim(live, lease)
                         continue
                     record = self._records.get(session_id)
-                    if record is None:
+                    if record is None or not (yield self._claim(session_id, lease)):
                         continue
                     d = record["dialog"]
                     yield redis.set(f"{PREFIX}session:{session_id}", _dump(record))
                     yield redis.set(dialog_key(d["call_id"], d["local_tag"], d["remote_tag"]), session_id)
-                    yield redis.set(f"{PREFIX}owner:{session_id}", self.node_id, pexpire=lease)
                     self.counters["writes"] += 1
                 except BaseException:
                     self._dirty.add(session_id)
@@ -267,10 +284,27 @@ class RedisStore(Service):
                 continue
             session_id = self._dirty_positions.pop()
             positions = self._positions.get(session_id)
-            if positions is None:
+            if positions is None or session_id in self._lost:
                 continue
             try:
                 yield redis.set(f"{PREFIX}positions:{session_id}", _dump(positions))
             except BaseException:
                 self._dirty_positions.add(session_id)
                 raise
+
+    @inlineCallbacks
+    def _claim(self, session_id: str, lease: int) -> Any:
+        """Own (or keep owning) a session; False, and ``on_lost``, if another node has it."""
+        if session_id in self._lost:
+            return False
+        owner = yield self.redis.eval(CLAIM, [f"{PREFIX}owner:{session_id}"], [self.node_id, str(lease)])
+        if owner == 1:
+            return True
+        self._lost.add(session_id)
+        log.warn(
+            "session {session_id} is owned by node {owner} now (taken over): this node stops recording it",
+            session_id=session_id, owner=owner,
+        )
+        if self.on_lost is not None:
+            self.on_lost(session_id, str(owner))
+        return False
