@@ -352,6 +352,14 @@ SCHEMA: dict[str, list[Key]] = {
             "(renewed every third of it); after that another node may take them over.",
         ),
         Key(
+            "on_stop",
+            _choice("hang_up", "keep"),
+            "hang_up",
+            "What a clean stop does with the calls still in progress after [service] "
+            "drain_timeout: 'hang_up' (BYE, files final) or 'keep' (no BYE: files and state are "
+            "left for the next start to resume, as after a crash; for restarts and upgrades).",
+        ),
+        Key(
             "orphan_timeout",
             _float(0, 604800),
             "3600",
@@ -455,6 +463,7 @@ class StateConfig:
     command_timeout: float
     node_id: str
     lease: float
+    on_stop: str
     orphan_timeout: float
 
 

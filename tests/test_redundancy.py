@@ -324,3 +324,30 @@ class RemoteTakeoverTests(RedundancyTestCase):
         self.assertIn("node-a", response.reason)
         call.ack()
         self.finish()
+
+
+class KeepOnStopTests(RedundancyTestCase):
+    environment = {"SIPRECD_STATE_ORPHAN_TIMEOUT": "0", "SIPRECD_RECORDING_MIX": "none", "SIPRECD_STATE_ON_STOP": "keep"}
+
+    def test_clean_stop_keeps_the_call_for_the_next_start(self) -> None:
+        call = Call(self)
+        call.setup(*multipart(offer(), rfc7865("complete.xml")))
+        self.send(PORT_MIN, 20)
+        before = len(self.udp.sent)
+        self.service.drain_timeout = 0
+        self.service.stopService()
+        self.assertEqual(self.requests_sent(before), [])  # no BYE
+        self.assertEqual(self.bound(), [])
+        document = self.sessions()[call.call_id]
+        self.assertEqual(document["state"], "active")
+        names = os.listdir(self.directory(document))
+        self.assertIn("stream-1-a.wav.part", names)  # every buffered sample written, not final
+        self.assertEqual(os.path.getsize(os.path.join(self.directory(document), "stream-1-a.wav.part")), 44 + 20 * 320)
+        self.boot(LocalStore(default_path(self.recordings)))
+        self.assertEqual(self.sessions()[call.call_id]["resumptions"][0]["how"], "restart")
+        self.bye(call)
+        final = self.sessions()[call.call_id]
+        self.assertEqual(final["streams"][0]["segments"], ["stream-1-a.wav", "stream-1-a.seg2.wav"])
+        frames, _ = self.wav(final, "stream-1-a.wav")
+        self.assertEqual(frames, 20 * 160)
+        self.finish()

@@ -502,6 +502,10 @@ class Controller:
         if self.stack is None:
             return
         self.stack.core.draining = True  # new INVITEs get 503 from now on
+        if self.config.state.on_stop == "keep" and self.store is not None:
+            for call in list(self.calls.values()):
+                self.keeper.suspend(call)
+            return
         for dialog in list(self.stack.core.dialogs):
             if dialog.session is not None:
                 self.stack.core.hang_up(dialog, "SRS shutting down")

@@ -3,7 +3,7 @@ periodic positions, start-up resumption, and the orphan sweep."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
@@ -62,6 +62,27 @@ class SessionKeeper:
         except StoreError as error:
             c._count("state_store_errors")
             log.error("state of {session_id} not stored: {error}", session_id=session.session_id, call_id=session.call_id, error=error)
+
+    def suspend(self, call: Any) -> None:
+        """A clean stop with ``[state] on_stop = keep``: leave the call as a crash would, but
+        with every buffered sample on disk: the next start resumes it (no BYE, no final files)."""
+        c = self.controller
+        session = call.session
+        self.positions(session.session_id)
+        call.media.suspend()
+        for stream in call.session.live_streams():
+            if stream.ports is not None:
+                c.ports.release(stream.ports)
+                stream.ports = None
+        c.sessions.pop(session.session_id, None)
+        c.calls.pop(session.session_id, None)
+        if c.stack is not None:
+            c.stack.core.dialogs.remove(call.dialog)
+        call.dialog.session = None
+        log.info(
+            "recording session {session_id} kept for the next start ([state] on_stop = keep)",
+            session_id=session.session_id, call_id=session.call_id,
+        )
 
     def positions(self, session_id: str) -> None:
         """On the session's tick: how much of each stream is on disk (seconds) and when."""

@@ -211,15 +211,18 @@ class SessionMedia:
         # Not from inside the packet path or this tick: end the session on the next turn.
         self.clock.callLater(0, self.on_failure, reason)
 
-    def stop(self) -> None:
-        """Stop the tick and finish the mix (idempotent); the streams' own files are finished
-        as their ports are released (``finish_stream``), which must come first."""
+    def _stop_tick(self) -> None:
         if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()
         self._start_call = None
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+
+    def stop(self) -> None:
+        """Stop the tick and finish the mix (idempotent); the streams' own files are finished
+        as their ports are released (``finish_stream``), which must come first."""
+        self._stop_tick()
         if self.mixer is not None and not self.mixer.finished:
             try:
                 self.mixer.finish()
@@ -232,6 +235,24 @@ class SessionMedia:
                 except RecordingWriteError as error:
                     self._mix_failed = error
                     log.error("finalizing {path} failed: {error}", path=writer.path, error=error)
+
+    def suspend(self) -> None:
+        """Stop without finishing: everything buffered is written, the files stay ``.part``
+        (a later start repairs them and goes on in a new segment)."""
+        self._stop_tick()
+        for stream in self.session.live_streams():
+            recorder = stream.recorder
+            if recorder is not None and not recorder.writer.finalized:
+                recorder.consume()
+                recorder.flush()
+                recorder.writer.close()
+        for writer in self.mix_writers:
+            if not writer.finalized:
+                try:
+                    writer.flush()
+                except RecordingWriteError:
+                    pass
+                writer.close()
 
     def to_json(self, senders: dict[str, list[str]]) -> dict[str, Any] | None:
         if self.mixer is None:
