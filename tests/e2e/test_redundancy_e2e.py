@@ -274,6 +274,17 @@ class ClusterTests(RedisTestCase):
         self.assertEqual(response.status, 200, response)
         self.assertEqual(response.headers.get("Supported"), "siprec, replaces")
         after = client.send_rtp([stream("PCMA", "a", TONE_A, 1.0), stream("PCMA", "b", TONE_B, 1.0)], seed=9)
+        # Segment 1 is on the dead node's disk: its .part files hold the audio before the kill.
+        parts = {}
+        for entry in document["streams"]:
+            _, _, parts[entry["label"]] = read_wav(os.path.join(owners[first][0], entry["file"] + ".part"))
+        # The dead node comes back: it resumes its stored copy, finds in Redis that the session
+        # is node B's now, and ends its copy without a BYE; Redis keeps node B's record.
+        self.nodes[first].start()
+        wait_for(lambda: read_json(owners[first][0])["state"] == "ended", "the stale copy ended")
+        stale = read_json(owners[first][0])
+        self.assertEqual(stale["end_reason"], f"taken over by node {second} (RFC 3891 Replaces)")
+        self.assertEqual(self.redis.command("GET", f"siprecd:owner:{session_id}").split(b"\r\n")[1].decode(), second)
         self.assertEqual(client.bye().status, 200)
 
         (directory,) = sessions(self.nodes[second].recordings)
@@ -290,9 +301,6 @@ class ClusterTests(RedisTestCase):
         for entry in taken["streams"]:
             self.assertEqual(entry["segments"][1], entry["file"])
             self.assertTrue(entry["file"].endswith(".seg2.wav"), entry["file"])
-        # Segment 1 is on the dead node's disk: its .part files hold the audio before the kill.
-        for entry in document["streams"]:
-            self.assertTrue(os.path.exists(os.path.join(owners[first][0], entry["file"] + ".part")))
         started = iso_seconds(taken["started_at"])
         for spec in streams:
             entry = {s["label"]: s for s in taken["streams"]}[spec.label]
@@ -301,7 +309,7 @@ class ClusterTests(RedisTestCase):
             self.assertAlmostEqual(dominant_frequency(samples[onset:], rate), {"a": TONE_A, "b": TONE_B}[spec.label], delta=5)
             # Segment 2 starts where segment 1 ended (the positions node A stored on its tick),
             # so its silence runs to the first packet sent to node B.
-            _, _, part = read_wav(os.path.join(owners[first][0], entry["segments"][0] + ".part"))
+            part = parts[spec.label]
             assert_near(self, (len(part) + onset) / rate, after.times[spec.label][0] - started, 0.3, f"{spec.label}: timeline")
             sent = after.times[spec.label][-1] + PACKET_TIME - after.times[spec.label][0]
             assert_near(self, (len(samples) - onset) / rate, sent, 0.05, f"{spec.label}: audio on node B")
