@@ -133,6 +133,7 @@ class ExpositionTests(MetricsTestCase):
             {
                 "siprecd_sessions_active": "gauge",
                 "siprecd_sessions_finished": "counter",
+                "siprecd_sessions_resumed": "counter",
                 "siprecd_sip_requests": "counter",
                 "siprecd_sip_responses": "counter",
                 "siprecd_sip_messages_dropped": "counter",
@@ -320,11 +321,28 @@ class SessionTests(MetricsTestCase):
                     "recording failed: disk full",
                     "SRS shutting down",
                     "interrupted: found at start-up",
+                    "orphaned: no media and no SIP for 3600s ([state] orphan_timeout)",
                     "something new",
                 )
             ],
-            ["bye", "cancelled", "rejected", "no_ack", "recording_failed", "shutdown", "interrupted", "other"],
+            ["bye", "cancelled", "rejected", "no_ack", "recording_failed", "shutdown", "interrupted", "orphaned", "other"],
         )
+
+    def test_state_store_degraded_and_resyncs(self) -> None:
+        class Store:
+            degraded = True
+            counters = {"resyncs": 3}
+
+        store = Store()
+        self.metrics.watch_state(store)
+        self.metrics.sessions_resumed["restart"] += 2
+        _, samples = parse(self.metrics.exposition()[0].decode())
+        self.assertEqual(samples[key("siprecd_state_store_degraded")], 1)
+        self.assertEqual(samples[key("siprecd_state_store_resyncs_total")], 3)
+        self.assertEqual(samples[key("siprecd_sessions_resumed_total", how="restart")], 2)
+        store.degraded = False
+        _, samples = parse(self.metrics.exposition()[0].decode())
+        self.assertEqual(samples[key("siprecd_state_store_degraded")], 0)
 
 
 class MediaTests(MetricsTestCase):

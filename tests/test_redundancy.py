@@ -10,18 +10,13 @@ import wave
 from typing import Any
 
 from siprecd.media.rtp import build_rtp
-from siprecd.service import build_stack
-from siprecd.siprec.controller import build_controller
 from siprecd.state.local import LocalStore, default_path
 from tests.test_siprec_controller import (
     PORT_MIN,
     SRC,
-    SRS_ADDRESS,
     START,
     Call,
     ControllerTestCase,
-    FakeUDP,
-    MediaReactor,
     audio,
     multipart,
     rfc7865,
@@ -40,35 +35,14 @@ class RedundancyTestCase(ControllerTestCase):
     environment = {"SIPRECD_STATE_ORPHAN_TIMEOUT": "0", "SIPRECD_RECORDING_MIX": "none"}
 
     def setUp(self) -> None:
-        self.start()
+        self.start(SIPRECD_RECORDING_FLUSH_INTERVAL="0.5")
         self.store = LocalStore(default_path(self.recordings))
         self.addCleanup(self.store.close)
         self.boot(self.store)
 
-    def boot(self, store: Any, taken: set[int] = frozenset(), **environment: str) -> None:  # type: ignore[assignment]
+    def boot(self, store: Any, taken: frozenset[int] = frozenset(), **environment: str) -> None:
         """A fresh server process on the same recording directory and state store."""
-        from siprecd.config import load_config
-
-        env = {
-            "SIPRECD_RECORDING_DIRECTORY": self.recordings,
-            "SIPRECD_MEDIA_PORT_MIN": str(PORT_MIN),
-            "SIPRECD_MEDIA_PORT_MAX": str(PORT_MIN + 19),
-            "SIPRECD_MEDIA_RECEIVE_BUFFER": "0",
-            "SIPRECD_RECORDING_FLUSH_INTERVAL": "0.5",
-            **self.environment,
-            **environment,
-        }
-        self.config = load_config(None, env)
-        now = self.reactor.seconds() if hasattr(self, "reactor") else START
-        self.reactor = MediaReactor()
-        self.reactor.taken = set(taken)  # ports another process holds
-        self.reactor.advance(now)
-        self.controller, self.service = build_controller(self.reactor, self.config, store=store)
-        self.stack = build_stack(self.reactor, self.config, self.controller)
-        self.controller.attach(self.stack)
-        self.udp = FakeUDP()
-        self.stack.transports.udp = self.udp  # type: ignore[assignment]
-        self.stack.core.local_addresses["UDP"] = (SRS_ADDRESS, 5060)
+        self.start(store=store, restart=True, taken=taken, SIPRECD_RECORDING_FLUSH_INTERVAL="0.5", **environment)
         self.service.startService()
 
     def send(self, port: int, packets: int, *, first_seq: int = 0, payload: bytes = PCMU_LOUD, ssrc: int = 0x1234) -> None:
@@ -164,7 +138,7 @@ class RestartTests(RedundancyTestCase):
     def test_ports_taken_meanwhile_closed_as_interrupted(self) -> None:
         call = Call(self)
         call.setup(*multipart(offer(), rfc7865("complete.xml")))
-        self.boot(LocalStore(default_path(self.recordings)), taken={PORT_MIN + 2})
+        self.boot(LocalStore(default_path(self.recordings)), taken=frozenset({PORT_MIN + 2}))
         document = self.sessions()[call.call_id]
         self.assertTrue(document["end_reason"].startswith("interrupted"), document["end_reason"])
         (error,) = self.flushLoggedErrors()

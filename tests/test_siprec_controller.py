@@ -267,8 +267,12 @@ class ControllerTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.start()
 
-    def start(self, **environment: str) -> None:
-        self.recordings = os.path.abspath(self.mktemp())
+    def start(self, *, store: Any = None, restart: bool = False, taken: frozenset[int] = frozenset(), **environment: str) -> None:
+        """A server on a fake reactor; ``restart``: a new process on the same recording
+        directory, its clock going on from the last one's; ``taken``: ports another process holds."""
+        if not restart:
+            self.recordings = os.path.abspath(self.mktemp())
+        now = self.reactor.seconds() if restart else START
         env = {
             "SIPRECD_RECORDING_DIRECTORY": self.recordings,
             "SIPRECD_MEDIA_PORT_MIN": str(PORT_MIN),
@@ -279,8 +283,9 @@ class ControllerTestCase(SynchronousTestCase):
         }
         self.config = load_config(None, env)
         self.reactor = MediaReactor()
-        self.reactor.advance(START)
-        self.controller, self.service = build_controller(self.reactor, self.config)
+        self.reactor.taken = set(taken)
+        self.reactor.advance(now)
+        self.controller, self.service = build_controller(self.reactor, self.config, store=store)
         self.stack = build_stack(self.reactor, self.config, self.controller)
         self.controller.attach(self.stack)
         self.udp = FakeUDP()
