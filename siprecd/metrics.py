@@ -109,10 +109,7 @@ HELP = {
         "this node's disk; 0 when it is written to Redis too. Only with [state] backend = redis."
     ),
     "state_resyncs": "Times the connection to Redis came (back) and every live session was written to it again.",
-    "sessions_resumed": (
-        "Recording sessions carried on from stored state, by how: restart (resumed at start-up) "
-        "or replaces (taken over with an INVITE with Replaces)."
-    ),
+
     "key_rotation_failures": (
         "Scheduled key rotations that failed (new files keep using the current key; tried again "
         "at the next interval or sooner)."
@@ -164,7 +161,6 @@ class Metrics:
         self.controller: Controller | None = None
         self.rotation: KeyRotation | None = None
         self.state: Any = None
-        self.sessions_resumed: Counter[str] = Counter()  # how
         self.sip_requests: Counter[tuple[str, str]] = Counter()  # (method, transport)
         self.sip_responses: Counter[tuple[str, str]] = Counter()  # (method, code)
         self.sessions_finished: Counter[str] = Counter()  # outcome
@@ -287,13 +283,11 @@ class _ComponentCollector(Collector):
         yield CounterMetricFamily("siprecd_key_rotation_failures", HELP["key_rotation_failures"])
         yield GaugeMetricFamily("siprecd_state_store_degraded", HELP["state_degraded"])
         yield CounterMetricFamily("siprecd_state_store_resyncs", HELP["state_resyncs"])
-        yield CounterMetricFamily("siprecd_sessions_resumed", HELP["sessions_resumed"])
 
     def collect(self) -> Iterable[Metric]:
         m = self.metrics
         controller, stack, rotation = m.controller, m.stack, m.rotation
         yield _labelled("siprecd_sessions_finished", "sessions_finished", ("outcome",), m.sessions_finished)
-        yield _labelled("siprecd_sessions_resumed", "sessions_resumed", ("how",), m.sessions_resumed)
         yield _labelled("siprecd_sip_requests", "sip_requests", ("method", "transport"), m.sip_requests)
         yield _labelled("siprecd_sip_responses", "sip_responses", ("method", "code"), m.sip_responses)
         if controller is not None:

@@ -133,7 +133,6 @@ class ExpositionTests(MetricsTestCase):
             {
                 "siprecd_sessions_active": "gauge",
                 "siprecd_sessions_finished": "counter",
-                "siprecd_sessions_resumed": "counter",
                 "siprecd_sip_requests": "counter",
                 "siprecd_sip_responses": "counter",
                 "siprecd_sip_messages_dropped": "counter",
@@ -335,11 +334,9 @@ class SessionTests(MetricsTestCase):
 
         store = Store()
         self.metrics.watch_state(store)
-        self.metrics.sessions_resumed["restart"] += 2
         _, samples = parse(self.metrics.exposition()[0].decode())
         self.assertEqual(samples[key("siprecd_state_store_degraded")], 1)
         self.assertEqual(samples[key("siprecd_state_store_resyncs_total")], 3)
-        self.assertEqual(samples[key("siprecd_sessions_resumed_total", how="restart")], 2)
         store.degraded = False
         _, samples = parse(self.metrics.exposition()[0].decode())
         self.assertEqual(samples[key("siprecd_state_store_degraded")], 0)

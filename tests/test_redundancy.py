@@ -9,6 +9,8 @@ import os
 import wave
 from typing import Any
 
+from siprecd.crypto.at_rest import AtRest
+from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.media.rtp import build_rtp
 from siprecd.state.local import LocalStore, default_path
 from tests.test_siprec_controller import (
@@ -40,9 +42,14 @@ class RedundancyTestCase(ControllerTestCase):
         self.addCleanup(self.store.close)
         self.boot(self.store)
 
+    at_rest: AtRest | None = None
+
     def boot(self, store: Any, taken: frozenset[int] = frozenset(), **environment: str) -> None:
         """A fresh server process on the same recording directory and state store."""
-        self.start(store=store, restart=True, taken=taken, SIPRECD_RECORDING_FLUSH_INTERVAL="0.5", **environment)
+        self.start(
+            store=store, restart=True, taken=taken, at_rest=self.at_rest,
+            SIPRECD_RECORDING_FLUSH_INTERVAL="0.5", **environment,
+        )
         self.service.startService()
 
     def send(self, port: int, packets: int, *, first_seq: int = 0, payload: bytes = PCMU_LOUD, ssrc: int = 0x1234) -> None:
@@ -324,4 +331,33 @@ class KeepOnStopTests(RedundancyTestCase):
         self.assertEqual(final["streams"][0]["segments"], ["stream-1-a.wav", "stream-1-a.seg2.wav"])
         frames, _ = self.wav(final, "stream-1-a.wav")
         self.assertEqual(frames, 20 * 160)
+        self.finish()
+
+
+class EncryptedTests(RedundancyTestCase):
+    def setUp(self) -> None:
+        self.at_rest = AtRest(MemoryKeyStore(), encrypt_metadata=True)
+        super().setUp()
+
+    def test_private_data_sealed_in_the_store_and_the_session_resumes(self) -> None:
+        call = Call(self)
+        call.setup(*multipart(offer(), rfc7865("complete.xml")))
+        self.send(PORT_MIN, 50)
+        self.reactor.advance(0.6)
+        path = default_path(self.recordings)
+        raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+        self.assertIn(b"session_id", raw)  # the record is there...
+        for secret in (b"sip:src@example.com", b"Alice", b"alice@atlanta.com", b"<recording"):
+            # ...but nobody's name, number or metadata in clear.
+            self.assertTrue(secret not in raw, f"{secret!r} in clear in the state store")
+        self.boot(LocalStore(path))
+        (session_id,) = self.controller.sessions
+        session = self.controller.sessions[session_id]
+        self.assertEqual(session.sip["from"], "<sip:src@example.com>;tag=" + call.from_tag)
+        self.assertTrue(session.metadata.current is not None)  # replayed from the sealed copy
+        self.assertEqual(session.resumptions[0]["how"], "restart")
+        self.send(PORT_MIN, 10, first_seq=900)
+        self.bye(call)
+        directory = os.path.join(self.recordings, "2023", "11", "14", session_id)
+        self.assertIn("stream-1-a.seg2.wav.enc", os.listdir(directory))
         self.finish()

@@ -267,7 +267,10 @@ class ControllerTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.start()
 
-    def start(self, *, store: Any = None, restart: bool = False, taken: frozenset[int] = frozenset(), **environment: str) -> None:
+    def start(
+        self, *, store: Any = None, restart: bool = False, taken: frozenset[int] = frozenset(),
+        at_rest: AtRest | None = None, **environment: str,
+    ) -> None:
         """A server on a fake reactor; ``restart``: a new process on the same recording
         directory, its clock going on from the last one's; ``taken``: ports another process holds."""
         if not restart:
@@ -285,7 +288,7 @@ class ControllerTestCase(SynchronousTestCase):
         self.reactor = MediaReactor()
         self.reactor.taken = set(taken)
         self.reactor.advance(now)
-        self.controller, self.service = build_controller(self.reactor, self.config, store=store)
+        self.controller, self.service = build_controller(self.reactor, self.config, at_rest, store=store)
         self.stack = build_stack(self.reactor, self.config, self.controller)
         self.controller.attach(self.stack)
         self.udp = FakeUDP()

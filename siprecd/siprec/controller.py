@@ -35,15 +35,15 @@ from siprecd.sip.headers import contact_has_feature
 from siprecd.sip.message import Request, ResponseSpec
 from siprecd.sip.multipart import BodyPart, parse_body
 from siprecd.sip.stack import SIPStack
-from siprecd.recording.wav import RecordingWriteError, WavWriter
-from siprecd.siprec.resume import Resumer
-from siprecd.siprec.takeover import Takeovers
+from siprecd.recording.wav import RecordingWriteError
 from siprecd.siprec.keeper import SessionKeeper
-from siprecd.state.sealing import Sealer
-from siprecd.state.store import StateStore
 from siprecd.siprec.metadata_intake import MetadataIntake
+from siprecd.siprec.resume import Resumer
 from siprecd.siprec.session_media import SessionMedia
 from siprecd.siprec.streams import StreamTable
+from siprecd.siprec.takeover import Takeovers
+from siprecd.state.sealing import Sealer
+from siprecd.state.store import StateStore
 
 if TYPE_CHECKING:
     from siprecd.metrics import Metrics
@@ -72,7 +72,8 @@ class Call:
     answer: bytes
     dialog: Dialog
     offer: bytes = b""
-    # Orphan detection: packets + SIP requests seen at the last sweep, and when that moved.
+    # Orphan detection: RTP+RTCP datagrams counted at the last sweep, and the last time those
+    # moved or an in-dialog request arrived.
     activity: int = -1
     active_at: float = 0.0
 

@@ -86,7 +86,7 @@ class Resumer:
         offer_body = open_sdp(record["offer"], f"{session_id}/offer", c.sealer)
         answer_body = open_sdp(record["answer"], f"{session_id}/answer", c.sealer)
         offer = parse(offer_body)
-        dialog = restore_dialog(record["dialog"])
+        dialog = restore_dialog(record["dialog"], c.sealer, session_id)
         session, media, streams = self._restore(record, directory, dialog, "restart")
         pending = []
         for stored in record["streams"]:
@@ -142,7 +142,7 @@ class Resumer:
         c = self.controller
         now = c.clock.seconds()
         origin = last_segment_end(record, directory)
-        session = restore_session(record, directory or record["directory"])
+        session = restore_session(record, directory or record["directory"], c.sealer)
         c.metadata.replay(session, metadata_documents(record, c.sealer))
         segment = 1 + max((len(s["segments"]) for s in record["streams"]), default=0)
         session.resumptions.append(
@@ -163,11 +163,8 @@ class Resumer:
         return session, media, streams
 
     def announce(self, session: RecordingSession) -> None:
-        """The session is recording again (counted and logged only once it is)."""
-        c = self.controller
+        """The session is recording again (logged only once it is; session.json has it all)."""
         last = session.resumptions[-1]
-        if c.metrics is not None:
-            c.metrics.sessions_resumed[last["how"]] += 1
         log.info(
             "recording session {session_id} resumed ({how}) in segment {segment} after {outage:.3f}s",
             session_id=session.session_id, call_id=session.call_id, how=last["how"], segment=last["segment"],

@@ -108,8 +108,6 @@ class Takeovers:
             "recording session {session_id}: dialog {old} replaced by {new} (RFC 3891)",
             session_id=session.session_id, call_id=session.call_id, old=old.call_id, new=dialog.call_id,
         )
-        if c.metrics is not None:
-            c.metrics.sessions_resumed["replaces"] += 1
         c.stack.core.hang_up(old, "replaced (RFC 3891)")
         session.call_id = request.call_id
         return c.reoffer(request, dialog)

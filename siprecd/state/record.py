@@ -42,9 +42,13 @@ def dialog_record(dialog: Dialog) -> dict[str, Any]:
     }
 
 
-def restore_dialog(record: dict[str, Any]) -> Dialog:
+def restore_dialog(record: dict[str, Any], sealer: Sealer | None = None, session_id: str = "") -> Dialog:
     """The dialog again, confirmed; a stream connection does not survive: requests the SRS
     sends go to the route set or remote target (a new connection)."""
+    if "sealed" in record:
+        if sealer is None:
+            raise SealError(f"{session_id}/dialog: sealed, and no key store to open it")
+        record = sealer.open(record["sealed"], f"{session_id}/dialog")
     return Dialog(
         call_id=record["call_id"],
         local_tag=record["local_tag"],
@@ -104,8 +108,19 @@ def session_record(
     now: float,
 ) -> dict[str, Any]:
     private: Any = metadata
+    sip: Any = session.sip
+    dialog_state = dialog_record(dialog)
     if encrypt_private:
+        # The identifiers stay readable (the cluster's dialog index); the URIs are sealed.
+        dialog_state = {
+            "call_id": dialog.call_id,
+            "local_tag": dialog.local_tag,
+            "remote_tag": dialog.remote_tag,
+            "sealed": sealer.seal(dialog_state, f"{session.session_id}/dialog"),
+        }
+        # [encryption] encrypt_metadata: who called whom is not in clear in the store either.
         private = sealer.seal(metadata, f"{session.session_id}/metadata")
+        sip = {"sealed": sealer.seal(session.sip, f"{session.session_id}/sip")}
     return {
         "version": VERSION,
         "node": node,
@@ -114,7 +129,7 @@ def session_record(
         "call_id": session.call_id,
         "started_at": session.started_at,
         "src": session.src,
-        "sip": session.sip,
+        "sip": sip,
         "siprec": session.siprec,
         "directory": session.directory,
         "sdp_session_id": session.sdp_session_id,
@@ -123,7 +138,7 @@ def session_record(
         "metadata_versions": [dataclasses.asdict(v) for v in session.metadata_versions],
         "metadata": {"sealed": private} if encrypt_private else {"documents": private},
         "resumptions": list(session.resumptions),
-        "dialog": dialog_record(dialog),
+        "dialog": dialog_state,
         "offer": stored_sdp(offer, f"{session.session_id}/offer", sealer),
         "answer": stored_sdp(answer, f"{session.session_id}/answer", sealer),
         "streams": [stream_record(session.session_id, s, sealer) for s in session.streams],
@@ -176,13 +191,16 @@ def metadata_documents(record: dict[str, Any], sealer: Sealer) -> list[dict[str,
     return list(stored.get("documents") or [])
 
 
-def restore_session(record: dict[str, Any], directory: str) -> RecordingSession:
+def restore_session(record: dict[str, Any], directory: str, sealer: Sealer) -> RecordingSession:
+    sip = record["sip"]
+    if isinstance(sip, dict) and "sealed" in sip:
+        sip = sealer.open(sip["sealed"], f"{record['session_id']}/sip")
     session = RecordingSession(
         session_id=record["session_id"],
         call_id=record["call_id"],
         started_at=float(record["started_at"]),
         src=record["src"],
-        sip=record["sip"],
+        sip=sip,
         siprec=record["siprec"],
         directory=directory,
         sdp_session_id=int(record["sdp_session_id"]),
