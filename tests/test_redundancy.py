@@ -90,8 +90,8 @@ class StoredStateTests(RedundancyTestCase):
         call.reinvite(offer(version=2))
         (record,) = self.store.load_all().values()
         self.assertEqual((record["sdp_version"], record["dialog"]["remote_cseq"]), (2, 2))
-        for _ in range(10):
-            self.reactor.advance(0.1)  # ticks: positions
+        for _ in range(15):  # the tick starts at a random phase within its interval (0.5 s)
+            self.reactor.advance(0.1)
         self.assertIn("streams", self.store.load_all()[record["session_id"]]["positions"])
         self.bye(call)
         self.assertEqual(self.store.load_all(), {})
