@@ -145,3 +145,7 @@ class RedisStoreTests(SynchronousTestCase):
         found = self.successResultOf(self.store.find_dialog(("c1", "ours", "theirs")))
         self.assertEqual((found[0]["node"], found[1]), ("node-a", False))
         self.assertEqual(self.successResultOf(self.store.find_dialog(("nope", "1", "2"))), (None, False))
+        # Replaced: the old dialog's index entry goes, the session stays.
+        self.store.forget_dialog(("c1", "ours", "theirs"))
+        self.assertNotIn(dialog_key("c1", "ours", "theirs"), self.redis.data)
+        self.assertIn("siprecd:session:s1", self.redis.data)

@@ -109,6 +109,7 @@ class Takeovers:
             session_id=session.session_id, call_id=session.call_id, old=old.call_id, new=dialog.call_id,
         )
         c.stack.core.hang_up(old, "replaced (RFC 3891)")
+        self._forget(old.key)
         session.call_id = request.call_id
         return c.reoffer(request, dialog)
 
@@ -123,4 +124,11 @@ class Takeovers:
             session, media, streams, request, dialog, parts, offer_part, create=False, segments=segments
         )
         c.resumer.announce(session)
+        d = record["dialog"]
+        self._forget((d["call_id"], d["local_tag"], d["remote_tag"]))
         return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+
+    def _forget(self, key: DialogKey) -> None:
+        forget = getattr(self.controller.store, "forget_dialog", None)
+        if forget is not None:
+            forget(key)

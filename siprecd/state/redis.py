@@ -79,6 +79,7 @@ class RedisStore(Service):
         self._flushing = False
         self._heartbeat: LoopingCall | None = None
         self._lost: set[str] = set()
+        self._stale_dialogs: set[str] = set()  # dialog keys of replaced dialogs, to delete
         # Called with (session id, owner) when another node has taken a session of this one
         # over (while this node was down or cut off from Redis): it must stop recording it here.
         self.on_lost: Callable[[str, str], None] | None = None
@@ -165,7 +166,7 @@ class RedisStore(Service):
     def shared_problem(self) -> str | None:
         """Readiness, not critical: without Redis the node works on, with local state only."""
         if not self.connected:
-            pending = len(self._dirty) + len(self._deleted)
+            pending = len(self._dirty - {"\0leases"}) + len(self._deleted)
             return (
                 f"degraded: Redis at {self.url} is unreachable; state is kept locally "
                 f"({pending} change(s) to write when it is back)"
@@ -177,6 +178,11 @@ class RedisStore(Service):
         return not self.connected
 
     # --- cluster ----------------------------------------------------------------------------
+
+    def forget_dialog(self, key: tuple[str, str, str]) -> None:
+        """A dialog was replaced (RFC 3891): its index entry goes (the session has a new one)."""
+        self._stale_dialogs.add(dialog_key(*key))
+        self._flush()
 
     def find_dialog(self, key: tuple[str, str, str]) -> Deferred[tuple[dict[str, Any] | None, bool]]:
         """The record of the session on dialog ``key`` and whether its owner is alive."""
@@ -231,7 +237,9 @@ class RedisStore(Service):
         self.connected = False
 
     def _flush(self) -> None:
-        if self._flushing or not self.connected or not (self._dirty or self._dirty_positions or self._deleted):
+        if self._flushing or not self.connected or not (
+            self._dirty or self._dirty_positions or self._deleted or self._stale_dialogs
+        ):
             return
         self._flushing = True
         d = self._write_all()
@@ -250,7 +258,15 @@ class RedisStore(Service):
     def _write_all(self) -> Any:
         lease = int(self.config.lease * 1000)
         redis = self.redis
-        while self._dirty or self._dirty_positions or self._deleted:
+        while self._dirty or self._dirty_positions or self._deleted or self._stale_dialogs:
+            if self._stale_dialogs:
+                stale = self._stale_dialogs.pop()
+                try:
+                    yield redis.delete([stale])
+                except BaseException:
+                    self._stale_dialogs.add(stale)
+                    raise
+                continue
             if self._deleted:
                 session_id, record = self._deleted.popitem()
                 try:

@@ -270,9 +270,12 @@ class ClusterTests(RedisTestCase):
 
         kill_9(self.nodes[first])
         wait_for(lambda: self.redis.command("EXISTS", f"siprecd:owner:{session_id}").startswith(b":0"), "the lease to run out")
+        old_dialog = f"siprecd:dialog:{client.call_id}|{client.to_tag}|{client.tag}"
+        self.assertTrue(self.redis.command("EXISTS", old_dialog).startswith(b":1"))
         client.extra_headers = [f"Replaces: {client.replace_dialog()}", "Require: replaces"]
         response = client.invite(streams)
         self.assertEqual(response.status, 200, response)
+        wait_for(lambda: self.redis.command("EXISTS", old_dialog).startswith(b":0"), "the replaced dialog's index entry gone")
         self.assertEqual(response.headers.get("Supported"), "siprec, replaces")
         after = client.send_rtp([stream("PCMA", "a", TONE_A, 1.0), stream("PCMA", "b", TONE_B, 1.0)], seed=9)
         # Segment 1 is on the dead node's disk: its .part files hold the audio before the kill.
