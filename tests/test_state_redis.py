@@ -68,7 +68,7 @@ class RedisStoreTests(SynchronousTestCase):
         self.clock = task.Clock()
         config = load_config(None, {"SIPRECD_STATE_BACKEND": "redis", "SIPRECD_STATE_NODE_ID": "node-a", "SIPRECD_STATE_LEASE": "3"})
         self.local = LocalStore(os.path.join(os.path.abspath(self.mktemp()), "state.sqlite"))
-        self.store = RedisStore(self.clock, config.state, self.local)
+        self.store = RedisStore(self.clock, config.state, self.local, "node-a")
         self.redis = self.store.redis = FakeRedis()
         self.lost: list[tuple[str, str]] = []
         self.store.on_lost = lambda session_id, owner: self.lost.append((session_id, owner))

@@ -200,3 +200,28 @@ class RecordTests(SynchronousTestCase):
             (dialog.key, dialog.local_uri, dialog.remote_uri, str(dialog.remote_target), dialog.route_set, 7, 2,
              "TCP", "192.0.2.10", 40123, DialogState.CONFIRMED, False),
         )
+
+
+class DirectoryOwnerTests(SynchronousTestCase):
+    def test_a_cluster_node_refuses_another_nodes_recording_directory(self) -> None:
+        from siprecd.config import load_config
+        from siprecd.preflight import preflight
+        from siprecd.state.factory import directory_owner_problem, mark_directory
+
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+
+        def config(node: str, backend: str = "redis"):  # type: ignore[no-untyped-def]
+            return load_config(None, {
+                "SIPRECD_RECORDING_DIRECTORY": root, "SIPRECD_STATE_BACKEND": backend, "SIPRECD_STATE_NODE_ID": node,
+                "SIPRECD_SIP_UDP_PORT": "0", "SIPRECD_SIP_TCP_PORT": "0", "SIPRECD_WEB_PORT": "0",
+            })
+
+        self.assertIsNone(directory_owner_problem(config("node-a")))  # nobody's yet
+        mark_directory(config("node-a"))
+        self.assertIsNone(directory_owner_problem(config("node-a")))
+        problem = directory_owner_problem(config("node-b"))
+        self.assertIn("belongs to node 'node-a'", problem or "")
+        self.assertIn(root, problem or "")
+        self.assertIn(problem, preflight(config("node-b")))
+        self.assertIsNone(directory_owner_problem(config("node-b", backend="local")))  # one node: no cluster

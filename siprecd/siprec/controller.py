@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import uuid
 from dataclasses import dataclass
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from siprecd.siprec.resume import Resumer
 from siprecd.siprec.session_media import SessionMedia
 from siprecd.siprec.streams import StreamTable
 from siprecd.siprec.takeover import Takeovers
+from siprecd.state.factory import node_id
 from siprecd.state.sealing import Sealer
 from siprecd.state.store import StateStore
 
@@ -91,7 +91,7 @@ class Controller:
     ) -> None:
         self.at_rest = at_rest or AtRest(None)
         self.store = store
-        self.node_id = node_id or socket.gethostname()
+        self.node_id = node_id
         self.sealer = Sealer(self.at_rest.keys)
         self.resumer = Resumer(self)
         self.takeovers = Takeovers(self)
@@ -559,6 +559,6 @@ def build_controller(
         config.siprec.retry_after,
         receive_buffer=media.receive_buffer,
     )
-    controller = Controller(reactor, config, ports, at_rest, metrics, store, config.state.node_id)
+    controller = Controller(reactor, config, ports, at_rest, metrics, store, node_id(config))
     return controller, ControllerService(controller, config.service.drain_timeout)
 

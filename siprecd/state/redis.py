@@ -60,13 +60,13 @@ def _dump(value: Any) -> str:
 class RedisStore(Service):
     shared = True
 
-    def __init__(self, reactor: Any, config: StateConfig, local: LocalStore, *, metrics: Metrics | None = None) -> None:
-        import socket
-
+    def __init__(
+        self, reactor: Any, config: StateConfig, local: LocalStore, node_id: str, *, metrics: Metrics | None = None
+    ) -> None:
         self.reactor = reactor
         self.config = config
         self.local = local
-        self.node_id = config.node_id or socket.gethostname()
+        self.node_id = node_id
         self.url = config.redis_url
         self.redis: Any = None
         self.connected = False
