@@ -251,7 +251,8 @@ class ClusterTests(RedisTestCase):
         self.addCleanup(self.kamailio.stop)
 
     def test_node_killed_src_replaces_to_other_node(self) -> None:
-        """The call lands on one node through Kamailio; that node is killed (-9); once its
+        """The call lands on one node through Kamailio, the next on the other (round-robin); the
+        first node is killed (-9); a new call then reaches the live node; once the dead node's
         lease has run out, the SRC's INVITE with Replaces is dispatched to the other node, which
         takes the session over from Redis: same session_id, recording continues in segment 2,
         BYE answered through the proxy."""
@@ -268,7 +269,19 @@ class ClusterTests(RedisTestCase):
         document = read_json(owners[first][0])
         session_id = document["session_id"]
 
+        # Round-robin: the next call goes to the other node.
+        other = SRCClient(self.kamailio.port)
+        self.addCleanup(other.close)
+        self.start_call(other, [stream("PCMA", "a", TONE_A, 0.2)])
+        self.assertEqual(len(sessions(self.nodes[second].recordings)), 1)
+
         kill_9(self.nodes[first])
+        # A new call while the node is dead: Kamailio sends it to the live node (probing marks
+        # the dead one inactive; before that, the INVITE times out there and fails over).
+        late = SRCClient(self.kamailio.port)
+        self.addCleanup(late.close)
+        self.start_call(late, [stream("PCMA", "a", TONE_A, 0.2)])
+        self.assertEqual(len(sessions(self.nodes[second].recordings)), 2)
         wait_for(lambda: self.redis.command("EXISTS", f"siprecd:owner:{session_id}").startswith(b":0"), "the lease to run out")
         old_dialog = f"siprecd:dialog:{client.call_id}|{client.to_tag}|{client.tag}"
         self.assertTrue(self.redis.command("EXISTS", old_dialog).startswith(b":1"))
@@ -290,8 +303,10 @@ class ClusterTests(RedisTestCase):
         self.assertEqual(stale["end_reason"], f"taken over by node {second} (RFC 3891 Replaces)")
         self.assertEqual(self.redis.command("GET", f"siprecd:owner:{session_id}").split(b"\r\n")[1].decode(), second)
         self.assertEqual(client.bye().status, 200)
+        for done in (other, late):
+            self.assertEqual(done.bye().status, 200)
 
-        (directory,) = sessions(self.nodes[second].recordings)
+        (directory,) = [d for d in sessions(self.nodes[second].recordings) if read_json(d)["session_id"] == session_id]
         taken = read_json(directory)
         self.assertEqual(taken["session_id"], session_id)
         self.assertEqual((taken["state"], taken["end_reason"]), ("ended", "BYE from the SRC"))
