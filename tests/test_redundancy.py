@@ -117,6 +117,10 @@ class RestartTests(RedundancyTestCase):
         self.assertEqual(resumed["participants"], document["participants"])  # metadata replayed
         (resumption,) = resumed["resumptions"]
         self.assertEqual((resumption["how"], resumption["segment"]), ("restart", 2))
+        self.assertEqual(
+            sorted((f["file"], f["outcome"]) for f in resumption["recovered_files"]),
+            [("stream-1-a.wav", "recovered"), ("stream-2-b.wav", "recovered")],
+        )
         # The dialog answers in-dialog requests: an old CSeq is refused, a re-INVITE keeps the ports.
         self.assertEqual(call.request("INFO", cseq=1).status, 500)
         again = call.reinvite(offer(version=2))

@@ -59,6 +59,20 @@ def publish_encrypted(directory: str) -> list[dict[str, Any]]:
     return out
 
 
+def repair_files(directory: str) -> list[dict[str, Any]]:
+    """Publish what a crash left in a session directory: what became of each file."""
+    sealed = publish_encrypted(directory)
+    return repair_report(sealed, recover_directory(directory))
+
+
+def repair_report(sealed: list[dict[str, Any]], files: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}
+        | {"file": os.path.basename(r.path)}
+        for r in files
+    ] + sealed
+
+
 def _last_write(directory: str) -> float:
     times = [entry.stat().st_mtime for entry in os.scandir(directory) if entry.is_file()]
     return max(times) if times else os.stat(directory).st_mtime
@@ -78,11 +92,7 @@ def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
         session["state"] = "ended"
         session["ended_at"] = iso_utc(ended_at)
         session["end_reason"] = INTERRUPTED
-    session["recovered_files"] = [
-        {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}
-        | {"file": os.path.basename(r.path)}
-        for r in files
-    ] + sealed
+    session["recovered_files"] = repair_report(sealed, files)
     SessionFiles(directory).write_json("session.json", session)
     log.warn(
         "recovered interrupted session {session_id}: {count} file(s) repaired in {directory}",

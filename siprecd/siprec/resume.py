@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from siprecd.recording.files import SessionFiles, session_directory
-from siprecd.recording.interrupted import publish_encrypted
-from siprecd.recording.recovery import recover_directory
+from siprecd.recording.interrupted import repair_files
 from siprecd.recording.session import RecordingSession, iso_utc
 from siprecd.sdp import parse
 from siprecd.siprec.session_media import SessionMedia
@@ -80,14 +79,14 @@ class Resumer:
         directory = record["directory"]
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"session directory {directory} is gone")
-        publish_encrypted(directory)
-        recover_directory(directory)
+        repaired = repair_files(directory)
         session_id = record["session_id"]
         offer_body = open_sdp(record["offer"], f"{session_id}/offer", c.sealer)
         answer_body = open_sdp(record["answer"], f"{session_id}/answer", c.sealer)
         offer = parse(offer_body)
         dialog = restore_dialog(record["dialog"], c.sealer, session_id)
         session, media, streams = self._restore(record, directory, dialog, "restart")
+        session.resumptions[-1]["recovered_files"] = repaired
         pending = []
         for stored in record["streams"]:
             stream = restore_stream(stored)
@@ -125,12 +124,11 @@ class Resumer:
         root = self.controller.config.recording.directory
         directory = session_directory(root, record["session_id"], float(record["started_at"]))
         here = os.path.isdir(directory)  # shared storage: the dead node's files are here
-        if here:
-            publish_encrypted(directory)
-            recover_directory(directory)
-        else:
+        repaired = repair_files(directory) if here else []
+        if not here:
             SessionFiles(directory).create()
         session, media, streams = self._restore(record, directory if here else None, dialog, "replaces")
+        session.resumptions[-1]["recovered_files"] = repaired
         session.directory = directory
         return session, media, streams
 
