@@ -15,6 +15,8 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from twisted.trial.unittest import SkipTest
 
 from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.e2e.server import Server
-from tests.e2e.src import SRCClient, StreamSpec
+from tests.e2e.src import SRCClient
 from tests.e2e.test_media_e2e import PACKET_TIME, TONE_A, TONE_B, MediaTestCase, iso_seconds, stream
 
 RECORDING = {"flush_interval": "0.2", "chunk_size": "4096"}
@@ -45,6 +47,32 @@ def sessions(root: str) -> list[str]:
 def read_json(directory: str) -> dict[str, Any]:
     with open(os.path.join(directory, "session.json"), encoding="utf-8") as handle:
         return json.load(handle)  # type: ignore[no-any-return]
+
+
+def get_json(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def metric(port: int, name: str) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 class RedundancyTestCase(MediaTestCase):
@@ -130,37 +158,6 @@ class RestartTests(RedundancyTestCase):
             self.assertLess(zeros.size, 160, f"{label}: packets lost after the restart")
             # The outage is silence of its real length: the whole call is one timeline.
             assert_near(self, (len(first) + len(second)) / 8000, times[-1] + PACKET_TIME - started, 0.1, f"{label}: timeline")
-
-
-def get_json(port: int, path: str) -> tuple[int, Any]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def metric(port: int, name: str) -> float | None:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class RedisTestCase(RedundancyTestCase):
