@@ -221,6 +221,22 @@ class ReplacesTests(RedundancyTestCase):
         self.assertEqual((final["state"], final["streams"][0]["segments"]), ("ended", ["stream-1-a.wav"]))
         self.finish()
 
+    def test_failed_offer_leaves_the_session_on_the_old_dialog(self) -> None:
+        old = Call(self)
+        first = old.setup(offer())
+        new = Call(self)
+        before = len(self.udp.sent)
+        replaces = f"{old.call_id};to-tag={first.to.tag};from-tag={old.from_tag}"
+        bad = sdp_offer(audio(10000, "a", formats="18"))  # G.729 only: no codec to record
+        self.assertEqual(new.invite(bad, headers=(("Replaces", replaces),)).status, 488)
+        new.ack()
+        self.assertEqual(self.requests_sent(before), [])  # no BYE to the old dialog
+        document = self.sessions()[old.call_id]
+        self.assertEqual((document["state"], document["resumptions"]), ("active", []))
+        self.assertEqual(old.reinvite(offer(version=2)).status, 200)  # still its dialog
+        self.bye(old)
+        self.finish()
+
     def test_unknown_dialog_481_and_early_only_486(self) -> None:
         unknown = Call(self)
         response = unknown.invite(offer(), headers=(("Replaces", "nope@src;to-tag=1;from-tag=2"),))

@@ -85,14 +85,14 @@ class Takeovers:
         return maybeDeferred(lookup, key).addCallback(found)
 
     def _local(self, request: Request, dialog: Dialog, old: Dialog) -> ResponseSpec:
-        """The session moves to the new dialog; the old one gets a BYE (it no longer records)."""
+        """The session moves to the new dialog; the old one gets a BYE (it no longer records).
+        A new offer that fails leaves the session on the old dialog, as it was."""
         c = self.controller
         assert c.stack is not None
         call = old.session
-        old.session = None
-        call.dialog = dialog
-        dialog.session = call
         session = call.session
+        old.session, call.dialog, dialog.session = None, dialog, call
+        previous_call_id, session.call_id = session.call_id, request.call_id
         session.resumptions.append(
             {
                 "at": iso_utc(c.clock.seconds()),
@@ -104,14 +104,20 @@ class Takeovers:
                 "call_id": request.call_id,
             }
         )
+        try:
+            response = c.reoffer(request, dialog)
+        except BaseException:
+            old.session, call.dialog, dialog.session = call, old, None
+            session.call_id = previous_call_id
+            session.resumptions.pop()
+            raise
         log.info(
             "recording session {session_id}: dialog {old} replaced by {new} (RFC 3891)",
             session_id=session.session_id, call_id=session.call_id, old=old.call_id, new=dialog.call_id,
         )
         c.stack.core.hang_up(old, "replaced (RFC 3891)")
         self._forget(old.key)
-        session.call_id = request.call_id
-        return c.reoffer(request, dialog)
+        return response
 
     def _remote(
         self, request: Request, dialog: Dialog, record: dict[str, Any], parts: list[BodyPart], offer_part: BodyPart
