@@ -75,6 +75,9 @@ class Takeovers:
             record, owner_alive = result
             if record is None:
                 raise not_found(key, "on this node or in the shared state store")
+            live = c.calls.get(record.get("session_id", ""))
+            if live is not None:  # recording here already (under its current dialog)
+                return self._local(request, dialog, live.dialog)
             if owner_alive and record.get("node") != c.node_id:
                 raise SIPError(
                     f"Call/Transaction Does Not Exist here: the dialog is live on node {record.get('node')}",
