@@ -381,3 +381,22 @@ class EncryptedTests(RedundancyTestCase):
         directory = os.path.join(self.recordings, "2023", "11", "14", session_id)
         self.assertIn("stream-1-a.seg2.wav.enc", os.listdir(directory))
         self.finish()
+
+
+class RestoredDialogTests(RedundancyTestCase):
+    def test_requests_the_srs_sends_after_a_restart_use_the_stored_dialog(self) -> None:
+        """The BYE of a drain after a restart: the stored tags, Call-ID, route set and CSeq."""
+        call = Call(self)
+        first = call.setup(offer(), headers=(("Record-Route", "<sip:192.0.2.77:5070;lr>"),))
+        self.boot(LocalStore(default_path(self.recordings)))
+        before = len(self.udp.sent)
+        self.service.drain_timeout = 0
+        self.service.stopService()
+        (bye, host, port), = self.requests_sent(before)
+        self.assertEqual((bye.method, host, port), ("BYE", "192.0.2.77", 5070))  # the first route
+        self.assertEqual(bye.call_id, call.call_id)
+        self.assertEqual((bye.from_.tag, bye.to.tag), (first.to.tag, call.from_tag))
+        self.assertEqual(bye.headers.get_list("Route"), ["<sip:192.0.2.77:5070;lr>"])
+        self.assertEqual(bye.cseq.number, 1)
+        self.assertEqual(str(bye.uri), "sip:src@192.0.2.10:5062")  # the remote target
+        self.assert_quiet()
