@@ -149,7 +149,8 @@ class ExpositionTests(MetricsTestCase):
         free = samples.pop(key("siprecd_disk_free_bytes"))
         self.assertGreater(free, 0)
         st = os.statvfs(self.recordings)
-        self.assertAlmostEqual(free, st.f_bavail * st.f_frsize, delta=64 * 1024 * 1024)
+        # (trial's assertAlmostEqual has no delta: the disk is shared, its free space moves)
+        self.assertLessEqual(abs(free - st.f_bavail * st.f_frsize), 64 * 1024 * 1024)
         self.assertEqual(
             samples,
             {
