@@ -181,6 +181,10 @@ class RecordTests(SynchronousTestCase):
         self.assertIn("a=crypto:1 AES_CM_128_HMAC_SHA1_80 <not stored>", cut["redacted"])
         with self.assertRaises(SealError):
             open_sdp(cut, "s1/offer", Sealer(None))
+        mikey = b"v=0\r\na=key-mgmt:mikey AQAFgM0XflABAAAAAAAAAAAAAAYAbWlrZXlAZXhhbXBsZQ==\r\nm=audio 1 RTP/SAVP 0\r\n"
+        cut = stored_sdp(mikey, "s1/offer", Sealer(None))
+        self.assertNotIn("AQAFgM0X", json.dumps(cut))
+        self.assertIn("a=key-mgmt:mikey <not stored>", cut["redacted"])
         plain = b"v=0\r\nm=audio 1 RTP/AVP 0\r\n"
         self.assertEqual(stored_sdp(plain, "s1/offer", sealer), plain.decode())
         self.assertEqual(open_sdp(plain.decode(), "s1/offer", sealer), plain)

@@ -146,13 +146,13 @@ def session_record(
     }
 
 
-_CRYPTO = re.compile(rb"^(a=crypto:\S+\s+\S+\s+)(\S+)", re.MULTILINE)
+_CRYPTO = re.compile(rb"^(a=(?:crypto:\S+\s+\S+|key-mgmt:\S+)\s+)(\S+)", re.MULTILINE)
 
 
 def stored_sdp(body: bytes, context: str, sealer: Sealer) -> Any:
-    """SDP as the record holds it: SDES keys (``a=crypto``) are key material, so an SDP with
-    them is sealed, or without a key store stored with the keys cut out (that session's SRTP
-    cannot be resumed then, and resuming it says so)."""
+    """SDP as the record holds it: SDES keys (``a=crypto``) and MIKEY (``a=key-mgmt``) are key
+    material, so an SDP with them is sealed, or without a key store stored with the keys cut
+    out (that session's SRTP cannot be resumed then, and resuming it says so)."""
     if not _CRYPTO.search(body):
         return body.decode("utf-8", "replace")
     sealed = sealer.seal(body.decode("utf-8", "replace"), context)
