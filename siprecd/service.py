@@ -23,13 +23,13 @@ from siprecd.preflight import directory_problem
 from siprecd.recording.files import disk_free
 from siprecd.reload import ReloadService, SwappableTLS
 from siprecd.sip.message import Limits
-from siprecd.state.factory import state_store_from_config
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.stack import SIPStack
 from siprecd.sip.tls import server_options
 from siprecd.sip.transaction import TimerSettings
 from siprecd.sip.transport import StreamFactory, UDPTransport, stream_connector
 from siprecd.sip.uas import Application, CoreSettings
+from siprecd.state.factory import state_store_from_config
 from siprecd.systemd import Notifier, NotifyService
 from siprecd.web.health import Check
 from siprecd.web.api import ApiResource
