@@ -359,6 +359,48 @@ SCHEMA: dict[str, list[Key]] = {
         Key("protect_health", _bool, "false", "Require the credentials for /health and /ready too."),
         Key("protect_metrics", _bool, "false", "Require the credentials for /metrics too."),
     ],
+    "state": [
+        Key(
+            "backend",
+            _choice("local", "redis"),
+            "local",
+            "Where live session state is kept so calls survive a restart: 'local' (SQLite in WAL "
+            "mode on this node's disk, no server) or 'redis' (shared by a cluster; the local "
+            "store is still written first, so nothing is lost while Redis is down).",
+        ),
+        Key(
+            "path",
+            _optional_path,
+            "",
+            "SQLite file of the local store; empty: .state/state.sqlite under [recording] directory.",
+        ),
+        Key("redis_url", _string, "redis://127.0.0.1:6379/0", "Redis server of the 'redis' backend."),
+        Key("connect_timeout", _float(0.1, 60), "2.0", "Seconds to wait for a Redis connection."),
+        Key("command_timeout", _float(0.1, 60), "2.0", "Seconds a Redis command may take before the store counts as degraded."),
+        Key("node_id", _string, "", "This node's name in a cluster (session ownership); empty: the host name."),
+        Key(
+            "lease",
+            _float(1, 3600),
+            "10",
+            "Seconds a node's ownership of its sessions lasts in Redis without a heartbeat "
+            "(renewed every third of it); after that another node may take them over.",
+        ),
+        Key(
+            "on_stop",
+            _choice("hang_up", "keep"),
+            "hang_up",
+            "What a clean stop does with the calls still in progress after [service] "
+            "drain_timeout: 'hang_up' (BYE, files final) or 'keep' (no BYE: files and state are "
+            "left for the next start to resume, as after a crash; for restarts and upgrades).",
+        ),
+        Key(
+            "orphan_timeout",
+            _float(0, 604800),
+            "3600",
+            "Seconds of neither media (RTP/RTCP) nor SIP after which a session is ended with a BYE "
+            "(its SRC has gone away); 0 disables.",
+        ),
+    ],
 }
 
 
@@ -460,6 +502,19 @@ class WebConfig:
         return dict(pair.split(":", 1) for pair in self.basic_users.split())
 
 
+@dataclass(frozen=True)
+class StateConfig:
+    backend: str
+    path: str | None
+    redis_url: str
+    connect_timeout: float
+    command_timeout: float
+    node_id: str
+    lease: float
+    on_stop: str
+    orphan_timeout: float
+
+
 SECTIONS: dict[str, type] = {
     "sip": SipConfig,
     "media": MediaConfig,
@@ -469,6 +524,7 @@ SECTIONS: dict[str, type] = {
     "security": SecurityConfig,
     "encryption": EncryptionConfig,
     "web": WebConfig,
+    "state": StateConfig,
 }
 
 
@@ -482,6 +538,7 @@ class Config:
     security: SecurityConfig
     encryption: EncryptionConfig
     web: WebConfig
+    state: StateConfig
     source: str = field(default="embedded defaults")
 
 
@@ -574,6 +631,9 @@ def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
     token = values["web"]["api_token"]
     if token and len(token) < 16:
         errors.append("[web] api_token: at least 16 characters (it is the only thing guarding the API)")
+    redis_url = values["state"]["redis_url"]
+    if values["state"]["backend"] == "redis" and not redis_url.startswith(("redis://", "unix://")):
+        errors.append(f"[state] redis_url = {redis_url!r}: must start with redis:// or unix://")
     if media["port_min"] % 2:
         errors.append(f"[media] port_min = {media['port_min']}: must be even (RTP ports are even)")
     if media["port_max"] < media["port_min"] + 1:

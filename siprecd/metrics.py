@@ -56,6 +56,7 @@ OUTCOMES = (
     ("recording failed", "recording_failed"),  # disk full or I/O error: the SRS sent BYE
     ("SRS shutting down", "shutdown"),  # service stop: the SRS sent BYE
     ("interrupted", "interrupted"),  # open when the server died; closed by start-up recovery
+    ("orphaned", "orphaned"),  # no media and no SIP for [state] orphan_timeout: the SRS sent BYE
 )
 
 # The ``kind`` values of siprecd_errors_total and the component counters each one sums.
@@ -66,7 +67,8 @@ HELP = {
     "sessions_finished": (
         "Recording sessions that ended, by outcome: bye (BYE from the SRC), no_ack (2xx never "
         "ACKed), recording_failed (disk full or I/O error), shutdown (service stop), cancelled, "
-        "interrupted (left open by a crash, closed by start-up recovery), other."
+        "interrupted (left open by a crash, closed by start-up recovery), orphaned (no media and "
+        "no SIP for [state] orphan_timeout), other."
     ),
     "sip_requests": (
         "SIP requests received and parsed (ACKs and retransmissions included), by method "
@@ -110,6 +112,12 @@ HELP = {
     ),
     "disk_free": "Bytes available to the server on the filesystem of [recording] directory.",
     "key_rotations": "Key-encryption keys created by the scheduled key rotation.",
+    "state_degraded": (
+        "1 while the shared state store (Redis) is unreachable and session state is kept only on "
+        "this node's disk; 0 when it is written to Redis too. Only with [state] backend = redis."
+    ),
+    "state_resyncs": "Times the connection to Redis came (back) and every live session was written to it again.",
+
     "key_rotation_failures": (
         "Scheduled key rotations that failed (new files keep using the current key; tried again "
         "at the next interval or sooner)."
@@ -179,6 +187,7 @@ class Metrics:
         self.stack: SIPStack | None = None
         self.controller: Controller | None = None
         self.rotation: KeyRotation | None = None
+        self.state: Any = None
         self.sip_requests: Counter[tuple[str, str]] = Counter()  # (method, transport)
         self.sip_responses: Counter[tuple[str, str]] = Counter()  # (method, code)
         self.sessions_finished: Counter[str] = Counter()  # outcome
@@ -198,6 +207,9 @@ class Metrics:
 
     def watch_rotation(self, rotation: KeyRotation) -> None:
         self.rotation = rotation
+
+    def watch_state(self, store: Any) -> None:
+        self.state = store
 
     # --- events ------------------------------------------------------------------------------
 
@@ -309,6 +321,8 @@ class _ComponentCollector(Collector):
         yield CounterMetricFamily("siprecd_dtls_handshakes", HELP["dtls_handshakes"])
         yield CounterMetricFamily("siprecd_key_rotations", HELP["key_rotations"])
         yield CounterMetricFamily("siprecd_key_rotation_failures", HELP["key_rotation_failures"])
+        yield GaugeMetricFamily("siprecd_state_store_degraded", HELP["state_degraded"])
+        yield CounterMetricFamily("siprecd_state_store_resyncs", HELP["state_resyncs"])
 
     def collect(self) -> Iterable[Metric]:
         m = self.metrics
@@ -352,6 +366,9 @@ class _ComponentCollector(Collector):
             for kind, count in m.errors().items():
                 errors.add_metric((kind,), count)
             yield errors
+        if m.state is not None:
+            yield GaugeMetricFamily("siprecd_state_store_degraded", HELP["state_degraded"], value=int(m.state.degraded))
+            yield CounterMetricFamily("siprecd_state_store_resyncs", HELP["state_resyncs"], value=m.state.counters["resyncs"])
         if rotation is not None:
             # Only when rotation runs ([encryption] on, rotation_interval > 0): otherwise these
             # could never move.

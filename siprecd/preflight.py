@@ -67,6 +67,11 @@ def preflight(config: Config) -> list[str]:
     problem = directory_problem(config.recording.directory)
     if problem:
         errors.append(f"[recording] directory = {config.recording.directory}: {problem}")
+    from siprecd.state.factory import directory_owner_problem
+
+    owner = directory_owner_problem(config)
+    if owner:
+        errors.append(owner)
     return errors
 
 

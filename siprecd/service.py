@@ -29,6 +29,7 @@ from siprecd.sip.tls import server_options
 from siprecd.sip.transaction import TimerSettings
 from siprecd.sip.transport import StreamFactory, UDPTransport, stream_connector
 from siprecd.sip.uas import Application, CoreSettings
+from siprecd.state.factory import state_store_from_config
 from siprecd.systemd import Notifier, NotifyService
 from siprecd.web.health import Check
 from siprecd.web.api import ApiResource
@@ -164,7 +165,10 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
         )
         if config.encryption.rotation_interval:
             KeyRotation(store, reactor, config.encryption.rotation_interval, metrics=metrics).setServiceParent(top)
-    controller, controller_service = build_controller(reactor, config, at_rest, metrics)
+    state = state_store_from_config(reactor, config, metrics)
+    if hasattr(state, "setServiceParent"):
+        state.setServiceParent(top)  # the Redis connection and the ownership heartbeat
+    controller, controller_service = build_controller(reactor, config, at_rest, metrics, state)
     stack = build_stack(reactor, config, controller, metrics)
     controller.attach(stack)
     listeners = SIPListeners(reactor, stack, config)
@@ -174,9 +178,10 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
             Check("sip_listeners", listeners.unbound),
             Check("recording_directory", lambda: recording_space_problem(config)),
             Check("key_store", lambda: key_store_problem(store) if config.encryption.enabled else None),
-            # Session state is embedded (on disk with the recordings); nothing external to reach.
-            Check("state_store", lambda: None),
+            Check("state_store", state.problem),
         ]
+        if config.state.backend == "redis":
+            checks.append(Check("state_store_redis", state.shared_problem, critical=False))
         web = config.web
         tokens = [web.api_token] if web.api_token else []
         catalog = RecordingCatalog(config.recording.directory, store)

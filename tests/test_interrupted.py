@@ -6,6 +6,7 @@ import json
 import os
 import wave
 
+from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from siprecd.config import load_config
@@ -112,8 +113,10 @@ class InterruptedTests(SynchronousTestCase):
     def test_controller_service_recovers_at_start(self) -> None:
         directory = self.make_session("s1")
         config = load_config(None, {"SIPRECD_RECORDING_DIRECTORY": self.root})
-        service = ControllerService(Controller(None, config, None))  # type: ignore[arg-type]
+        clock = task.Clock()
+        service = ControllerService(Controller(clock, config, None))  # type: ignore[arg-type]
         service.startService()
+        self.addCleanup(service.stopService)
         self.assertEqual(self.read_json(directory)["state"], "ended")
         self.assertEqual(self.index.entries(), [])
 

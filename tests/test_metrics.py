@@ -153,7 +153,8 @@ class ExpositionTests(MetricsTestCase):
         free = samples.pop(key("siprecd_disk_free_bytes"))
         self.assertGreater(free, 0)
         st = os.statvfs(self.recordings)
-        self.assertAlmostEqual(free, st.f_bavail * st.f_frsize, delta=64 * 1024 * 1024)
+        # (trial's assertAlmostEqual has no delta: the disk is shared, its free space moves)
+        self.assertLessEqual(abs(free - st.f_bavail * st.f_frsize), 64 * 1024 * 1024)
         self.assertEqual(
             samples,
             {
@@ -326,11 +327,26 @@ class SessionTests(MetricsTestCase):
                     "recording failed: disk full",
                     "SRS shutting down",
                     "interrupted: found at start-up",
+                    "orphaned: no media and no SIP for 3600s ([state] orphan_timeout)",
                     "something new",
                 )
             ],
-            ["bye", "cancelled", "rejected", "no_ack", "recording_failed", "shutdown", "interrupted", "other"],
+            ["bye", "cancelled", "rejected", "no_ack", "recording_failed", "shutdown", "interrupted", "orphaned", "other"],
         )
+
+    def test_state_store_degraded_and_resyncs(self) -> None:
+        class Store:
+            degraded = True
+            counters = {"resyncs": 3}
+
+        store = Store()
+        self.metrics.watch_state(store)
+        _, samples = parse(self.metrics.exposition()[0].decode())
+        self.assertEqual(samples[key("siprecd_state_store_degraded")], 1)
+        self.assertEqual(samples[key("siprecd_state_store_resyncs_total")], 3)
+        store.degraded = False
+        _, samples = parse(self.metrics.exposition()[0].decode())
+        self.assertEqual(samples[key("siprecd_state_store_degraded")], 0)
 
 
 class MediaTests(MetricsTestCase):

@@ -86,7 +86,7 @@ class OptionsTests(CoreTestCase):
             ok.headers.get_list("Accept"),
             ["application/sdp", "application/rs-metadata+xml", "application/rs-metadata", "multipart/mixed"],
         )
-        self.assertEqual(ok.headers.tokens("Supported"), ["siprec"])
+        self.assertEqual(ok.headers.tokens("Supported"), ["siprec", "replaces"])
         self.assertEqual(ok.headers.get("Accept-Encoding"), "identity")
         self.assertEqual(ok.headers.get("Server"), "siprecd")
         self.assertIsNotNone(ok.to.tag)

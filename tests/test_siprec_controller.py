@@ -267,8 +267,15 @@ class ControllerTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.start()
 
-    def start(self, **environment: str) -> None:
-        self.recordings = os.path.abspath(self.mktemp())
+    def start(
+        self, *, store: Any = None, restart: bool = False, taken: frozenset[int] = frozenset(),
+        at_rest: AtRest | None = None, **environment: str,
+    ) -> None:
+        """A server on a fake reactor; ``restart``: a new process on the same recording
+        directory, its clock going on from the last one's; ``taken``: ports another process holds."""
+        if not restart:
+            self.recordings = os.path.abspath(self.mktemp())
+        now = self.reactor.seconds() if restart else START
         env = {
             "SIPRECD_RECORDING_DIRECTORY": self.recordings,
             "SIPRECD_MEDIA_PORT_MIN": str(PORT_MIN),
@@ -279,8 +286,9 @@ class ControllerTestCase(SynchronousTestCase):
         }
         self.config = load_config(None, env)
         self.reactor = MediaReactor()
-        self.reactor.advance(START)
-        self.controller, self.service = build_controller(self.reactor, self.config)
+        self.reactor.taken = set(taken)
+        self.reactor.advance(now)
+        self.controller, self.service = build_controller(self.reactor, self.config, at_rest, store=store)
         self.stack = build_stack(self.reactor, self.config, self.controller)
         self.controller.attach(self.stack)
         self.udp = FakeUDP()
@@ -878,6 +886,7 @@ class CorpusTests(ControllerTestCase):
                 "stream_security": {"method": None, "suite": None},
                 "on_hold": False, "rtp_port": PORT_MIN + 2 * index, "rtcp_port": PORT_MIN + 2 * index + 1,
                 "sending_participants": [sender], "file": f"stream-{index + 1}-{label}.wav", "events": [],
+                "segments": [f"stream-{index + 1}-{label}.wav"],
                 "packets_received": 0, "bytes_received": 0, "ended": True,
             }
 
@@ -905,7 +914,7 @@ class CorpusTests(ControllerTestCase):
         self.assertEqual(
             document.pop("mix"),
             {
-                "file": "mix-stereo.wav", "mode": "stereo", "sample_rate": 8000, "error": None,
+                "file": "mix-stereo.wav", "segments": ["mix-stereo.wav"], "mode": "stereo", "sample_rate": 8000, "error": None,
                 "channels": [
                     {"channel": "left", "label": "1", "stream_file": "stream-1-1.wav", "sending_participants": [CISCO_P1]},
                     {"channel": "right", "label": "2", "stream_file": "stream-2-2.wav", "sending_participants": [CISCO_P2]},
@@ -941,6 +950,7 @@ class CorpusTests(ControllerTestCase):
                      "content_type": "application/rs-metadata+xml", "parsed": True, "error": None},
                 ],
                 "sdp_files": ["sdp-0001-offer.sdp", "sdp-0002-answer.sdp"],
+                "resumptions": [],
                 "srs": {"software": "siprecd", "version": document["srs"]["version"]},
             },
         )

@@ -617,6 +617,31 @@ class RecordingsTests(ApiTestCase):
         part = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio", Range="bytes=44-47")
         self.assertEqual((part.status, part.body), (206, pcm(2, seed=1)))
 
+    async def test_segments_of_a_resumed_session(self) -> None:
+        """A session resumed after a restart has one file per segment: all of them listed, each
+        served with ?segment=N; without it, the stream's current file (the last segment)."""
+        directory = self.directory(1)
+        self.write_wav(os.path.join(directory, "stream-1-1.seg2.wav"), pcm(400, seed=9))
+        path = os.path.join(directory, "session.json")
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+        document["streams"][0]["file"] = "stream-1-1.seg2.wav"
+        document["streams"][0]["segments"] = ["stream-1-1.wav", "stream-1-1.seg2.wav", "../escape.wav"]
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
+        listing = json.loads((await self.get("/api/recordings")).body)
+        (item,) = [i for i in listing["recordings"] if i["session_id"] == sid(1)]
+        self.assertEqual(item["streams"][0]["segments"], ["stream-1-1.wav", "stream-1-1.seg2.wav"])
+        self.assertEqual(item["streams"][1]["segments"], ["stream-2-2.wav"])  # never resumed
+        base = f"/api/recordings/{sid(1)}/streams/1/audio"
+        for query, name in (("?segment=1", "stream-1-1.wav"), ("?segment=2", "stream-1-1.seg2.wav"), ("", "stream-1-1.seg2.wav")):
+            reply = await self.get(base + query)
+            self.assertEqual(reply.status, 200, query)
+            with open(os.path.join(directory, name), "rb") as handle:
+                self.assertEqual(reply.body, handle.read(), query)
+        await self.error(base + "?segment=3", 404, "segments 1..2")
+        await self.error(base + "?segment=x", 404, "segments 1..2")
+
     async def test_audio_not_found(self) -> None:
         await self.error(f"/api/recordings/{sid(1)}/streams/3/audio", 404, "no stream '3'", "streams: 1, 2")
         await self.error(f"/api/recordings/{sid(2)}/mix/audio", 404, "the mix", "has no file")

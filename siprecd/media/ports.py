@@ -74,6 +74,17 @@ class PortAllocator:
             retry_after=self._retry_after,
         )
 
+    def allocate_at(self, port: int, rtp: DatagramProtocol, rtcp: DatagramProtocol) -> PortPair:
+        """Bind the given pair again (a session resumed after a restart keeps its ports: the SRC
+        goes on sending to them)."""
+        if port in self._in_use or port % 2 or not self._first <= port < self._first + 2 * self._pairs:
+            raise NoPortsAvailable(f"RTP port {port} is in use or outside the configured range")
+        pair = self._bind(port, rtp, rtcp)
+        if pair is None:
+            raise NoPortsAvailable(f"RTP/RTCP ports {port}/{port + 1} cannot be bound again")
+        self._in_use.add(port)
+        return pair
+
     def _bind(self, port: int, rtp: DatagramProtocol, rtcp: DatagramProtocol) -> PortPair | None:
         # A port Twisted stops listening on lets go of its protocol only on the reactor's next
         # turn, so the RTP protocol of a pair whose RTCP port turns out to be taken could not be

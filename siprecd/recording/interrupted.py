@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Collection
 from typing import Any
 
 from twisted.logger import Logger
@@ -25,10 +26,13 @@ log = Logger()
 INTERRUPTED = "interrupted: siprecd stopped before the call ended; files recovered at start-up"
 
 
-def recover_interrupted(root: str) -> list[dict[str, Any]]:
+def recover_interrupted(root: str, skip: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Close every session of the active index but those in ``skip`` (resumed ones)."""
     index = ActiveIndex(root)
     report = []
     for session_id, directory in index.entries():
+        if session_id in skip:
+            continue
         try:
             report.append(_recover_session(session_id, directory))
         except Exception:
@@ -38,7 +42,7 @@ def recover_interrupted(root: str) -> list[dict[str, Any]]:
     return report
 
 
-def _publish_encrypted(directory: str) -> list[dict[str, Any]]:
+def publish_encrypted(directory: str) -> list[dict[str, Any]]:
     """Encrypted ``.part`` files are published as they are: their chunks authenticate up to the
     crash, and the tools report them as truncated (no final chunk), never as corrupt."""
     out = []
@@ -55,6 +59,20 @@ def _publish_encrypted(directory: str) -> list[dict[str, Any]]:
     return out
 
 
+def repair_files(directory: str) -> list[dict[str, Any]]:
+    """Publish what a crash left in a session directory: what became of each file."""
+    sealed = publish_encrypted(directory)
+    return repair_report(sealed, recover_directory(directory))
+
+
+def repair_report(sealed: list[dict[str, Any]], files: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}
+        | {"file": os.path.basename(r.path)}
+        for r in files
+    ] + sealed
+
+
 def _last_write(directory: str) -> float:
     times = [entry.stat().st_mtime for entry in os.scandir(directory) if entry.is_file()]
     return max(times) if times else os.stat(directory).st_mtime
@@ -65,7 +83,7 @@ def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
         return {"session_id": session_id, "directory": directory, "outcome": "missing"}
     # Before the repair, which rewrites the WAV headers and so the files' modification times.
     ended_at = _last_write(directory)
-    sealed = _publish_encrypted(directory)
+    sealed = publish_encrypted(directory)
     files = recover_directory(directory)
     path = os.path.join(directory, "session.json")
     with open(path, encoding="utf-8") as handle:
@@ -74,11 +92,7 @@ def _recover_session(session_id: str, directory: str) -> dict[str, Any]:
         session["state"] = "ended"
         session["ended_at"] = iso_utc(ended_at)
         session["end_reason"] = INTERRUPTED
-    session["recovered_files"] = [
-        {k: v for k, v in dataclasses.asdict(r).items() if k not in ("part", "path")}
-        | {"file": os.path.basename(r.path)}
-        for r in files
-    ] + sealed
+    session["recovered_files"] = repair_report(sealed, files)
     SessionFiles(directory).write_json("session.json", session)
     log.warn(
         "recovered interrupted session {session_id}: {count} file(s) repaired in {directory}",

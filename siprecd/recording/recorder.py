@@ -37,10 +37,18 @@ _BIG_ENDIAN = sys.byteorder == "big"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def stream_file_name(index: int, label: str | None, extension: str) -> str:
+def segment_name(name: str, segment: int) -> str:
+    """``x.wav`` for the first segment, ``x.seg<N>.wav`` for the ones a resumed session adds."""
+    if segment <= 1:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    return f"{stem}.seg{segment}.{extension}" if dot else f"{name}.seg{segment}"
+
+
+def stream_file_name(index: int, label: str | None, extension: str, segment: int = 1) -> str:
     """``stream-<m-line>-<label>.<ext>``: unique within the session whatever the label holds."""
     safe = _UNSAFE.sub("_", label or "")[:48].strip("._")
-    return f"stream-{index + 1}{'-' + safe if safe else ''}.{extension}"
+    return segment_name(f"stream-{index + 1}{'-' + safe if safe else ''}.{extension}", segment)
 
 
 def write_silence(write: Callable[[bytes], None], size: int) -> None:
@@ -64,6 +72,7 @@ class StreamRecorder:
         opus_passthrough: bool,
         pcm_sink: Callable[[bytes], None] | None = None,
         at_rest: AtRest | None = None,
+        segment: int = 1,
     ) -> None:
         assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None
         self.choice = choice
@@ -89,7 +98,7 @@ class StreamRecorder:
             counters=self.counters,
         )
         extension = "opus" if self.passthrough else "wav"
-        self.file = stream_file_name(choice.index, choice.label, extension)
+        self.file = stream_file_name(choice.index, choice.label, extension, segment)
         open_file = None
         if at_rest is not None:
             self.file = at_rest.audio_name(self.file)
@@ -231,4 +240,4 @@ class StreamRecorder:
         }
 
 
-__all__ = ["StreamRecorder", "Silence", "stream_file_name", "write_silence"]
+__all__ = ["StreamRecorder", "Silence", "segment_name", "stream_file_name", "write_silence"]

@@ -34,6 +34,8 @@ class RecordedStream:
     ports: PortPair | None = None
     media: StreamMedia | None = None
     ended: bool = False
+    # Files of earlier segments (before a restart or takeover), oldest first.
+    segments: list[str] = field(default_factory=list)
 
     @property
     def recorder(self) -> Any:
@@ -78,6 +80,7 @@ class RecordedStream:
             "rtcp_port": self.ports.rtcp_port if self.ports else None,
             "sending_participants": senders.get(c.label or "", []),
             "file": recorder.file if recorder is not None else None,
+            "segments": self.segments + ([recorder.file] if recorder is not None else []),
             "recording": recorder.to_json() if recorder is not None else None,
             "events": recorder.events if recorder is not None else [],
             "packets_received": recorder.counters.packets if recorder is not None else 0,
@@ -116,6 +119,10 @@ class RecordingSession:
     sdp_files: list[str] = field(default_factory=list)
     sdp_version: int = 0
     sdp_session_id: int = 0
+    # Each time the session was carried on after a restart or a takeover (Replaces).
+    resumptions: list[dict[str, Any]] = field(default_factory=list)
+    # The metadata documents as received (base64 bodies), for the state store to replay.
+    metadata_documents: list[dict[str, Any]] = field(default_factory=list, repr=False)
     # The media layer's view of the mix, given the senders per label (None: no media layer).
     mix_view: Callable[[dict[str, list[str]]], Any] | None = field(default=None, repr=False)
 
@@ -161,5 +168,6 @@ class RecordingSession:
                 for v in self.metadata_versions
             ],
             "sdp_files": self.sdp_files,
+            "resumptions": self.resumptions,
             "srs": {"software": "siprecd", "version": __version__},
         }

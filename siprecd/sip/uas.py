@@ -59,7 +59,7 @@ class Application(Protocol):
 @dataclass(frozen=True)
 class CoreSettings:
     user_agent: str = "siprecd"
-    supported: tuple[str, ...] = ("siprec",)
+    supported: tuple[str, ...] = ("siprec", "replaces")
     contact_user: str = "srs"
     contact_params: str = ";+sip.srs"
     advertised_address: str | None = None
@@ -381,6 +381,10 @@ class UASCore:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return host, port
+
+    def forget(self, dialog: Dialog, reason: str) -> None:
+        """End a dialog that is not ours to end with a BYE (another node took it over)."""
+        self._end(dialog, reason)
 
     def hang_up(self, dialog: Dialog, reason: str) -> Deferred[Response]:
         """End a dialog from the SRS side: BYE to the SRC, then the application finalizes."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from siprecd.config import Config
@@ -37,9 +38,15 @@ from siprecd.sip.message import Request, ResponseSpec
 from siprecd.sip.multipart import BodyPart, parse_body
 from siprecd.sip.stack import SIPStack
 from siprecd.recording.wav import RecordingWriteError
+from siprecd.siprec.keeper import SessionKeeper
 from siprecd.siprec.metadata_intake import MetadataIntake
+from siprecd.siprec.resume import Resumer
 from siprecd.siprec.session_media import SessionMedia
 from siprecd.siprec.streams import StreamTable
+from siprecd.siprec.takeover import Takeovers
+from siprecd.state.factory import node_id
+from siprecd.state.sealing import Sealer
+from siprecd.state.store import StateStore
 
 if TYPE_CHECKING:
     from siprecd.metrics import Metrics
@@ -66,6 +73,12 @@ class Call:
     streams: StreamTable
     media: SessionMedia
     answer: bytes
+    dialog: Dialog
+    offer: bytes = b""
+    # Orphan detection: RTP+RTCP datagrams counted at the last sweep, and the last time those
+    # moved or an in-dialog request arrived.
+    activity: int = -1
+    active_at: float = 0.0
 
 
 class Controller:
@@ -76,10 +89,18 @@ class Controller:
         ports: PortAllocator,
         at_rest: AtRest | None = None,
         metrics: Metrics | None = None,
+        store: StateStore | None = None,
+        node_id: str = "",
         security: SecurityPolicy | None = None,
     ) -> None:
         self.at_rest = at_rest or AtRest(None)
         self.security = security or SecurityPolicy(config.security)
+        self.store = store
+        self.node_id = node_id
+        self.sealer = Sealer(self.at_rest.keys)
+        self.resumer = Resumer(self)
+        self.takeovers = Takeovers(self)
+        self.keeper = SessionKeeper(self)
         self.clock = clock
         self.active = ActiveIndex(config.recording.directory)
         self.config = config
@@ -104,7 +125,7 @@ class Controller:
 
     # --- Application ------------------------------------------------------------------------
 
-    def invite(self, request: Request, dialog: Dialog) -> ResponseSpec:
+    def invite(self, request: Request, dialog: Dialog) -> ResponseSpec | Deferred[ResponseSpec]:
         siprec = is_siprec(request)
         if not siprec and not self.config.siprec.accept_plain_calls:
             self._count("plain_calls_refused")
@@ -129,39 +150,13 @@ class Controller:
         offer_part = sdp_part(parts)
         if offer_part is None:
             raise NotAcceptableHere("INVITE without an SDP offer is not supported by this SRS")
-        offer = parse(offer_part.body)
+        replaces = request.headers.get("Replaces")
+        if replaces is not None:
+            return self.takeovers.replace(request, dialog, replaces, parts, offer_part)
         session = self._new_session(request, dialog, siprec)
-        media = SessionMedia(
-            self.clock,
-            self.config,
-            session,
-            lambda reason: self._abort(dialog, reason),
-            self.at_rest,
-            count=self._count,
-            changed=lambda: self._save(session),
-        )
-        session.mix_view = media.to_json
+        media = self.session_media(session, dialog)
         streams = StreamTable(self.ports, media.new_stream_media, media.finish_stream)
-        try:
-            answer = self._negotiate(session, streams, offer, request, dialog)
-            self._create_files(session)
-            self._attach_media(session, media, streams, offer)
-        except BaseException:
-            streams.release_all()
-            media.stop()
-            raise
-        streams.commit()
-        session.streams = streams.all
-        # An initial offer may already be on hold (all m-lines inactive): paused from the start.
-        session.update_state()
-        dialog.session = self.calls[session.session_id] = Call(session, streams, media, answer)
-        self.sessions[session.session_id] = session
-        self.active.mark(session.session_id, session.directory)
-        media.start()
-        self.metadata.take(session, parts, request.method)
-        self._store_sdp(session, "offer", offer_part.body)
-        self._store_sdp(session, "answer", answer)
-        self._save(session)
+        answer = self.start_call(session, media, streams, request, dialog, parts, offer_part, create=True)
         log.info(
             "recording session {session_id} started for call {call_id} from {src}: {streams} streams",
             session_id=session.session_id,
@@ -171,6 +166,69 @@ class Controller:
         )
         return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
 
+    def session_media(self, session: RecordingSession, dialog: Dialog) -> SessionMedia:
+        session_id = session.session_id
+        media = SessionMedia(
+            self.clock,
+            self.config,
+            session,
+            lambda reason: self._abort_session(session_id, reason),
+            self.at_rest,
+            count=self._count,
+            on_tick=lambda: self.keeper.positions(session_id),
+            changed=lambda: self._save(session),
+        )
+        session.mix_view = media.to_json
+        return media
+
+    def start_call(
+        self,
+        session: RecordingSession,
+        media: SessionMedia,
+        streams: StreamTable,
+        request: Request,
+        dialog: Dialog,
+        parts: list[BodyPart],
+        offer_part: BodyPart,
+        *,
+        create: bool,
+        segments: dict[str, list[str]] | None = None,
+    ) -> bytes:
+        """Answer an offer that starts recording on this node (a new call or a takeover)."""
+        try:
+            offer = parse(offer_part.body)
+            answer = self._negotiate(session, streams, offer, request, dialog)
+            if create:
+                self._create_files(session)
+            self._attach_media(session, media, streams, offer)
+        except BaseException:
+            streams.release_all()
+            media.stop()
+            raise
+        for stream in streams.pending:
+            stream.segments = list((segments or {}).get(stream.key, []))
+        streams.commit()
+        session.streams = streams.all
+        # An initial offer may already be on hold (all m-lines inactive): paused from the start.
+        session.update_state()
+        self.metadata.take(session, parts, request.method)
+        self._store_sdp(session, "offer", offer_part.body)
+        self._store_sdp(session, "answer", answer)
+        self.adopt(session, streams, media, dialog, offer_part.body, answer)
+        return answer
+
+    def adopt(
+        self, session: RecordingSession, streams: StreamTable, media: SessionMedia, dialog: Dialog,
+        offer: bytes, answer: bytes,
+    ) -> None:
+        """The session is live on this node from now on: indexed, ticking, stored."""
+        call = Call(session, streams, media, answer, dialog, offer, active_at=self.clock.seconds())
+        dialog.session = self.calls[session.session_id] = call
+        self.sessions[session.session_id] = session
+        self.active.mark(session.session_id, session.directory)
+        media.start()
+        self._save(session)
+
     def reinvite(self, request: Request, dialog: Dialog) -> ResponseSpec:
         return self._renegotiate(request, dialog)
 
@@ -179,6 +237,7 @@ class Controller:
 
     def info(self, request: Request, dialog: Dialog) -> ResponseSpec:
         call = self._call(dialog)
+        self._touch(call)
         if call is not None and request.body:
             parts = parse_body(request.headers.get("Content-Type"), request.body)
             if self.metadata.take(call.session, parts, request.method):
@@ -189,6 +248,7 @@ class Controller:
         call = self._call(dialog)
         if call is None:
             return
+        self._touch(call)
         try:
             if request.body:
                 parts = parse_body(request.headers.get("Content-Type"), request.body)
@@ -226,6 +286,7 @@ class Controller:
         session.end_reason = reason
         self.sessions.pop(session.session_id, None)
         self.calls.pop(session.session_id, None)
+        dialog.session = None
         self.finished += 1
         if self.metrics is not None:
             # The same turn the session leaves live_media(): its counts move to the totals.
@@ -244,6 +305,7 @@ class Controller:
         call = self._call(dialog)
         if call is None:
             raise NotAcceptableHere("no recording session for this dialog")
+        self._touch(call)
         session, streams, answer = call.session, call.streams, call.answer
         media = call.media
         parts = parse_body(request.headers.get("Content-Type"), request.body)
@@ -270,6 +332,7 @@ class Controller:
         streams.commit()
         session.streams = streams.all
         call.answer = answer
+        call.offer = offer_part.body
         session.update_state()
         self._store_sdp(session, "offer", offer_part.body)
         self._store_sdp(session, "answer", answer)
@@ -324,6 +387,11 @@ class Controller:
                 "recording storage is full" if error.disk_full else "recording storage is not writable",
                 retry_after=self.config.siprec.retry_after,
             ) from None
+
+    def _abort_session(self, session_id: str, reason: str) -> None:
+        call = self.calls.get(session_id)
+        if call is not None:
+            self._abort(call.dialog, reason)
 
     def _abort(self, dialog: Dialog, reason: str) -> None:
         """A recording failed (disk full, I/O error): end this session only, with a BYE."""
@@ -404,6 +472,14 @@ class Controller:
             # The previous session.json stays intact (atomic rename); the next change retries.
             self._count("storage_errors")
             log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, call_id=session.call_id, error=error)
+        self.keeper.persist(session)
+
+    def _touch(self, call: Call | None) -> None:
+        if call is not None:
+            call.active_at = self.clock.seconds()
+
+    def reoffer(self, request: Request, dialog: Dialog) -> ResponseSpec:
+        return self._renegotiate(request, dialog)
 
     @staticmethod
     def _call(dialog: Dialog) -> Call | None:
@@ -444,6 +520,10 @@ class Controller:
         if self.stack is None:
             return
         self.stack.core.draining = True  # new INVITEs get 503 from now on
+        if self.config.state.on_stop == "keep" and self.store is not None:
+            for call in list(self.calls.values()):
+                self.keeper.suspend(call)
+            return
         for dialog in list(self.stack.core.dialogs):
             if dialog.session is not None:
                 self.stack.core.hang_up(dialog, "SRS shutting down")
@@ -453,23 +533,39 @@ class ControllerService(Service):
     def __init__(self, controller: Controller, drain_timeout: float = 0) -> None:
         self.controller = controller
         self.drain_timeout = drain_timeout
+        self._orphans: LoopingCall | None = None
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
-        # Sessions a crash left open: repair their files before new calls arrive.
-        recovered = recover_interrupted(self.controller.config.recording.directory)
-        metrics = self.controller.metrics
+        controller = self.controller
+        # Sessions whose state is stored go on; the others a crash left open are closed, their
+        # files repaired, before new calls arrive.
+        resumed = controller.keeper.resume_stored()
+        recovered = recover_interrupted(controller.config.recording.directory, skip=resumed)
+        metrics = controller.metrics
         if metrics is not None:
             for _ in recovered:
                 metrics.session_finished("interrupted")
+        timeout = controller.config.state.orphan_timeout
+        if timeout:
+            self._orphans = LoopingCall(controller.keeper.sweep_orphans)
+            self._orphans.clock = controller.clock
+            self._orphans.start(min(30.0, max(0.25, timeout / 4)), now=False)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()
+        if self._orphans is not None and self._orphans.running:
+            self._orphans.stop()
+        self._orphans = None
         return self.controller.drain(self.drain_timeout)
 
 
 def build_controller(
-    reactor: Any, config: Config, at_rest: AtRest | None = None, metrics: Metrics | None = None
+    reactor: Any,
+    config: Config,
+    at_rest: AtRest | None = None,
+    metrics: Metrics | None = None,
+    store: StateStore | None = None,
 ) -> tuple[Controller, ControllerService]:
     media = config.media
     ports = PortAllocator(
@@ -480,7 +576,7 @@ def build_controller(
         config.siprec.retry_after,
         receive_buffer=media.receive_buffer,
     )
-    controller = Controller(reactor, config, ports, at_rest, metrics)
+    controller = Controller(reactor, config, ports, at_rest, metrics, store, node_id(config))
     security = controller.security
     from siprecd.security.dtls_method import DTLSSRTP, dtls_profiles
 

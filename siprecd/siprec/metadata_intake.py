@@ -6,6 +6,7 @@ kept, the problem logged with what and where, and counted.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
 from typing import Any
@@ -68,8 +69,22 @@ class MetadataIntake:
                 error=error,
             )
         session.metadata_versions.append(version)
+        session.metadata_documents.append(
+            {"received_at": now, "body": base64.b64encode(part.body).decode("ascii")}
+        )
+        self._apply(session, part.body, now, version, method)
+
+    def replay(self, session: RecordingSession, documents: list[dict[str, Any]]) -> None:
+        """A resumed session: merge the stored documents again (their files exist already)."""
+        for document, version in zip(documents, session.metadata_versions):
+            session.metadata_documents.append(document)
+            if version.parsed:
+                self._apply(session, base64.b64decode(document["body"]), document["received_at"], version, version.method)
+
+    def _apply(self, session: RecordingSession, body: bytes, now: str, version: MetadataVersion, method: str) -> None:
+        index = version.index
         try:
-            document = parse_metadata(part.body, max_size=self._max_size)
+            document = parse_metadata(body, max_size=self._max_size)
         except MetadataError as error:
             self._count("metadata_errors")
             version.error = str(error)

@@ -22,7 +22,7 @@ from siprecd.config import Config
 from siprecd.crypto.at_rest import AtRest
 from siprecd.media.receiver import StreamMedia
 from siprecd.recording.mix import Mixer
-from siprecd.recording.recorder import StreamRecorder
+from siprecd.recording.recorder import StreamRecorder, segment_name
 from siprecd.recording.session import RecordedStream, RecordingSession
 from siprecd.recording.wav import RecordingWriteError, WavWriter
 from siprecd.sdp import SessionDescription
@@ -41,6 +41,7 @@ class SessionMedia:
         *,
         count: Callable[[str], None] | None = None,
         changed: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         # session.json is rewritten when a stream's state changes between SIP events (a
         # DTLS-SRTP handshake ends): on the next turn, never from inside the packet path.
@@ -61,6 +62,13 @@ class SessionMedia:
         self._ticks = 0
         self._failed = False
         self._mix_failed: RecordingWriteError | None = None
+        self.on_tick = on_tick  # the state store's periodic positions
+        # A resumed session records into continuation segments: files numbered ``segment``
+        # whose timeline starts where the previous segment ended (``origin``), so the outage
+        # is silence of its real length.
+        self.segment = 1
+        self.origin = session.started_at
+        self.mix_segments: list[str] = []
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -99,12 +107,13 @@ class SessionMedia:
                 recorder = StreamRecorder(
                     self.session.directory,
                     stream.choice,
-                    origin=self.session.started_at,
+                    origin=self.origin,
                     reorder_window=self.config.media.reorder_window,
                     max_delay=self.config.media.max_reorder_delay,
                     chunk_size=recording.chunk_size,
                     opus_passthrough=recording.opus_passthrough,
                     at_rest=self.at_rest,
+                    segment=self.segment,
                 )
                 media.attach(recorder, stream.choice.clock_rate or 8000)
                 created.append(media)
@@ -136,7 +145,7 @@ class SessionMedia:
         left, right = (s.recorder for s in recorded)
         rate = max(left.rate, right.rate)
         channels = 2 if mode == "stereo" else 1
-        name = f"mix-{mode}.wav"
+        name = segment_name(f"mix-{mode}.wav", self.segment)
         open_file = None
         if self.at_rest is not None:
             name = self.at_rest.audio_name(name)
@@ -198,6 +207,8 @@ class SessionMedia:
             for writer in self.mix_writers:
                 if not writer.finalized and writer.failed is None:
                     writer.flush()
+            if self.on_tick is not None:
+                self.on_tick()
         except RecordingWriteError as error:
             self._fail(f"writing the mix failed: {error}")
         except Exception:
@@ -213,15 +224,18 @@ class SessionMedia:
         # Not from inside the packet path or this tick: end the session on the next turn.
         self.clock.callLater(0, self.on_failure, reason)
 
-    def stop(self) -> None:
-        """Stop the tick and finish the mix (idempotent); the streams' own files are finished
-        as their ports are released (``finish_stream``), which must come first."""
+    def _stop_tick(self) -> None:
         if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()
         self._start_call = None
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+
+    def stop(self) -> None:
+        """Stop the tick and finish the mix (idempotent); the streams' own files are finished
+        as their ports are released (``finish_stream``), which must come first."""
+        self._stop_tick()
         if self.mixer is not None and not self.mixer.finished:
             try:
                 self.mixer.finish()
@@ -234,6 +248,24 @@ class SessionMedia:
                 except RecordingWriteError as error:
                     self._mix_failed = error
                     log.error("finalizing {path} failed: {error}", path=writer.path, error=error)
+
+    def suspend(self) -> None:
+        """Stop without finishing: everything buffered is written, the files stay ``.part``
+        (a later start repairs them and goes on in a new segment)."""
+        self._stop_tick()
+        for stream in self.session.live_streams():
+            recorder = stream.recorder
+            if recorder is not None and not recorder.writer.finalized:
+                recorder.consume()
+                recorder.flush()
+                recorder.writer.close()
+        for writer in self.mix_writers:
+            if not writer.finalized:
+                try:
+                    writer.flush()
+                except RecordingWriteError:
+                    pass
+                writer.close()
 
     def to_json(self, senders: dict[str, list[str]]) -> dict[str, Any] | None:
         if self.mixer is None:
@@ -251,8 +283,10 @@ class SessionMedia:
                 }
             )
         writer = self.mix_writers[0]
+        name = writer.path.rsplit("/", 1)[-1]
         return {
-            "file": writer.path.rsplit("/", 1)[-1],
+            "file": name,
+            "segments": self.mix_segments + [name],
             "mode": mode,
             "sample_rate": writer.sample_rate,
             "channels": channels,

@@ -7,7 +7,8 @@
     GET /api/server                                      version, uptime, counts, disk
     GET /api/recordings?from=&to=&participant=&call_id=&limit=&offset=
     GET /api/recordings/{id}                             its session.json (private part if readable)
-    GET /api/recordings/{id}/streams/{label}/audio       a stream's file ("mix": the mix file)
+    GET /api/recordings/{id}/streams/{label}/audio       a stream's file ("mix": the mix file);
+                                                         ?segment=N for segment N of a resumed session
     GET /api/recordings/{id}/mix/audio                   the mix file
 
 Every answer is JSON (``application/json``) except audio; errors are ``{"error": "..."}`` in
@@ -316,6 +317,12 @@ class ApiResource(Resource):
             name, what = stream.file, f"stream {key!r}"
         if name is None:
             raise ApiError(404, f"{what} of recording {session_id} has no file")
+        if b"segment" in request.args:  # ?segment=N: one file of a resumed session (1 = first)
+            segments = entry.mix_segments if mix else stream.segments  # type: ignore[union-attr]
+            number = request.args[b"segment"][0].decode("ascii", "replace")
+            if not number.isdigit() or not 1 <= int(number) <= len(segments):
+                raise ApiError(404, f"{what} of recording {session_id} has segments 1..{len(segments)}, not {number!r}")
+            name = segments[int(number) - 1]
         path = os.path.join(entry.directory, name)
         try:
             with open(path, "rb") as handle:

@@ -107,6 +107,8 @@ class Stream:
     index: int | None
     codec: str | None
     file: str | None
+    # Every file of the stream in order (a resumed session has one per segment).
+    segments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +129,7 @@ class Entry:
     participants_encrypted: bool = False  # personal fields sealed and not readable here
     streams: list[Stream] = field(default_factory=list)
     mix_file: str | None = None
+    mix_segments: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # lower-case: names, AoRs, From/To
     numbers: list[str] = field(default_factory=list)  # digits only
 
@@ -170,10 +173,11 @@ class Entry:
             "participants": self.participants,
             "participants_encrypted": self.participants_encrypted,
             "streams": [
-                {"label": s.label, "key": s.key, "index": s.index, "codec": s.codec, "file": s.file}
+                {"label": s.label, "key": s.key, "index": s.index, "codec": s.codec, "file": s.file,
+                 "segments": s.segments}
                 for s in self.streams
             ],
-            "mix": {"file": self.mix_file},
+            "mix": {"file": self.mix_file, "segments": self.mix_segments},
         }
 
 
@@ -440,6 +444,7 @@ class RecordingCatalog:
         mix = document.get("mix")
         if isinstance(mix, dict) and safe_file_name(mix.get("file")):
             entry.mix_file = mix["file"]
+            entry.mix_segments = _segments(mix, entry.mix_file)
         personal = document
         if "private_file" in document:
             entry.participants_encrypted = True
@@ -510,4 +515,11 @@ def _stream(raw: Any, position: int) -> Stream:
         index=index,
         codec=_text(raw.get("codec")),
         file=file,
+        segments=_segments(raw, file),
     )
+
+
+def _segments(raw: dict[str, Any], file: str | None) -> list[str]:
+    """The segment files session.json lists (safe names only); before segments: the file."""
+    listed = [name for name in _list(raw.get("segments")) if safe_file_name(name)]
+    return listed or ([file] if file else [])

@@ -49,6 +49,9 @@ class Check:
 
     name: str
     probe: Callable[[], str | None]
+    # A problem of a non-critical check makes the server "degraded" (still ready, 200): it
+    # works, with less (e.g. session state only on this node while Redis is down).
+    critical: bool = True
 
 
 class Ready(Resource):
@@ -61,6 +64,7 @@ class Ready(Resource):
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
         results = {}
         failing = []
+        degraded = []
         for check in self._checks:
             try:
                 problem = check.probe()
@@ -69,8 +73,9 @@ class Ready(Resource):
                 problem = f"check failed: {error}"
             results[check.name] = {"ok": problem is None, "detail": problem}
             if problem is not None:
-                failing.append(check.name)
+                (failing if check.critical else degraded).append(check.name)
         status = 503 if failing else 200
+        word = "not ready" if failing else "degraded" if degraded else "ready"
         return json_response(
-            request, status, {"status": "ready" if not failing else "not ready", "failing": failing, "checks": results}
+            request, status, {"status": word, "failing": failing, "degraded": degraded, "checks": results}
         )

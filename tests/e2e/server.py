@@ -59,6 +59,7 @@ class Server:
     tls_port: int = 0
     web_port: int = 0
     twistd_options: tuple[str, ...] = ()  # e.g. ("--logger=siprecd.logs.json",)
+    media_ports: tuple[int, int] | None = None  # kept across restarts (sessions keep their ports)
 
     @property
     def recordings(self) -> str:
@@ -71,7 +72,8 @@ class Server:
     def config_text(self) -> str:
         self.sip_port = self.sip_port or free_port()
         self.web_port = self.web_port or free_port((socket.SOCK_STREAM,))
-        low, high = media_range()
+        self.media_ports = self.media_ports or media_range()
+        low, high = self.media_ports
         sections: dict[str, dict[str, str]] = {
             "sip": {
                 "bind_address": "127.0.0.1",

@@ -96,6 +96,22 @@ class SRCClient:
         self.rtp.bind((host, 0))
         self.answer_ports: dict[str, int] = {}
         self.answer: Any = None  # the last SDP answer (siprecd.sdp.SessionDescription)
+        # Through a proxy (Record-Route): in-dialog requests go to the SRS's Contact over the
+        # route set (RFC 3261 §12.2.1.1); without one they go straight to the server, as before.
+        self.route_set: list[str] = []
+        self.remote_target = ""
+        self.extra_headers: list[str] = []
+
+    def replace_dialog(self) -> str:
+        """Start a new dialog that replaces the current one (RFC 3891): the Replaces value."""
+        value = f"{self.call_id};to-tag={self.to_tag};from-tag={self.tag}"
+        self.call_id = uuid.uuid4().hex
+        self.tag = uuid.uuid4().hex[:8]
+        self.cseq = 0
+        self.to_tag = ""
+        self.route_set = []
+        self.remote_target = ""
+        return value
 
     def close(self) -> None:
         self.sip.close()
@@ -106,8 +122,11 @@ class SRCClient:
             self.cseq += 1
             cseq = self.cseq
         to = "<sip:srs@127.0.0.1>" + (f";tag={self.to_tag}" if self.to_tag else "")
+        uri = f"sip:srs@{self.server[0]}:{self.server[1]}"
+        if self.to_tag and self.route_set:
+            uri = self.remote_target
         headers = [
-            f"{method} sip:srs@{self.server[0]}:{self.server[1]} SIP/2.0",
+            f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.local_port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport",
             f"From: <sip:src@127.0.0.1>;tag={self.tag}",
             f"To: {to}",
@@ -116,6 +135,8 @@ class SRCClient:
             f"Contact: <sip:src@127.0.0.1:{self.local_port}>;+sip.src",
             "Require: siprec" if method == "INVITE" and not self.to_tag else "",
             "Max-Forwards: 70",
+            *([f"Route: {route}" for route in self.route_set] if self.to_tag else []),
+            *(self.extra_headers if method == "INVITE" and not self.to_tag else []),
         ]
         if body:
             headers.append(f"Content-Type: {content_type}")
@@ -143,6 +164,10 @@ class SRCClient:
         self.sip.sendto(self._request("INVITE", body, content_type), self.server)
         response = self._final("INVITE")
         if response.status == 200:
+            if not self.to_tag:
+                self.route_set = list(reversed(response.headers.get_list("Record-Route")))
+                contacts = response.contacts
+                self.remote_target = str(contacts[0].uri) if contacts else ""
             self.to_tag = response.to.tag or ""
             self.answer = answer = parse_sdp(response.body)
             self.answer_ports = {m.label or str(i): m.port for i, m in enumerate(answer.media)}
