@@ -80,7 +80,9 @@ class MetricsTestCase(ControllerTestCase):
         self.reactor = MediaReactor()
         self.reactor.advance(START)
         self.metrics = Metrics(process=False)
-        self.controller, self.service = build_controller(self.reactor, self.config, metrics=self.metrics)
+        self.controller, self.service = build_controller(
+            self.reactor, self.config, metrics=self.metrics, port_probe=self.reactor.bindable
+        )
         sip = self.config.sip
         self.stack = SIPStack(
             self.reactor,
