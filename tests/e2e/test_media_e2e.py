@@ -26,6 +26,7 @@ import signal
 import struct
 import threading
 import time
+import wave
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,7 @@ PACKET_TIME = 0.02
 SECONDS = 3.0
 PACKETS = round(SECONDS / PACKET_TIME)
 TONE_RMS = 0.5 * 32767 / 2**0.5  # tone()'s default amplitude
+CLOCK_REALTIME_COARSE = 5  # Linux <time.h>; the clock of file times, not in Python's time module
 
 # name: (rtpmap, payload type, PyAV encoder, encoder rate, samples per packet at that rate,
 #        RTP timestamp step, rate of the recorded WAV)
@@ -403,20 +405,43 @@ class PcapTests(SippTestCase):
 class KillTests(MediaTestCase):
     recording = {"flush_interval": "0.2", "chunk_size": "1048576"}  # only the periodic flush writes
 
+    def wait_for_flushes(self, call_id: str, packets: int, timeout: float = 20.0) -> None:
+        """Until both streams' .part files hold ``packets`` packets after their first sound.
+
+        Polled rather than slept for: how soon the server reads and flushes depends on load."""
+        document, directory = self.session(call_id)
+        paths = [os.path.join(directory, s["file"] + ".part") for s in document["streams"]]
+        deadline = time.monotonic() + timeout
+        while True:
+            held = []
+            for path in paths:
+                try:
+                    _, _, samples = read_wav(path)
+                except (OSError, EOFError, wave.Error):
+                    held.append(None)
+                    continue
+                sound = np.flatnonzero(samples)
+                held.append(len(samples) - int(sound[0]) if len(sound) else 0)
+            if held == [packets * 160] * len(paths):
+                return
+            if time.monotonic() > deadline:
+                self.fail(f"after {timeout}s the .part files hold {held} samples, not {packets * 160}")
+            time.sleep(0.05)
+
     def test_kill_9_then_recovery(self) -> None:
-        """kill -9 half a second after 2 s of tone: the .part files play and hold every sample
-        received (the flush every 0.2 s wrote them; chunks are too large to have); a new
+        """kill -9 after 2 s of tone, once the flush every 0.2 s has written it all (chunks are
+        too large to have): the .part files play and hold every sample received; a new
         server on the same directory publishes them intact and closes session.json."""
         client = self.client()
         streams = [stream("PCMA", "a", TONE_A, 2.0), stream("PCMA", "b", TONE_B, 2.0)]
         self.start_call(client, streams)
         report = client.send_rtp(streams)
-        time.sleep(0.2 + 0.3)
+        self.wait_for_flushes(client.call_id, 100)
         process = self.server.process
         assert process is not None
-        killed_at = time.time()
         process.send_signal(signal.SIGKILL)
         self.assertEqual(process.wait(10), -signal.SIGKILL)
+        dead_at = time.time()
         self.server.process = None
         document, directory = self.session(client.call_id)
         self.assertEqual(document["state"], "active")
@@ -440,6 +465,7 @@ class KillTests(MediaTestCase):
             self.assertTrue(np.array_equal(mixed[:, column], before[name][: len(mixed)]), f"mix channel {column}")
         self.assertGreaterEqual(len(mixed), min(len(before[files[0]]), len(before[files[1]])) - 1600)
         before[files[2]] = mixed
+        last_write = max(entry.stat().st_mtime for entry in os.scandir(directory) if entry.is_file())
 
         # A fresh server on the same recording directory recovers the session at start-up.
         restarted = Server(self.server.directory, sections={"recording": dict(self.recording)})
@@ -449,9 +475,16 @@ class KillTests(MediaTestCase):
         document, directory = self.session(client.call_id)
         self.assertEqual(document["state"], "ended")
         self.assertTrue(document["end_reason"].startswith("interrupted"), document["end_reason"])
-        # The end is the last write to the session's files: after the last packet, before the kill.
+        # The end is the last write to the session's files (to the millisecond, truncated), as
+        # the files were left by the kill.  That write holds the last packets (their samples
+        # are on disk, above), so it came after each stream's last sendto began, i.e. after the
+        # one before it returned; and before the process was dead.  File times come from the
+        # kernel's coarse clock, up to one tick behind time.time(): no other tolerance.
         ended = iso_seconds(document["ended_at"])
-        self.assertTrue(report.last() - 0.002 <= ended <= killed_at + 0.002, (report.last(), ended, killed_at))
+        self.assertTrue(0 <= last_write - ended < 0.001 + 1e-6, (last_write, ended))
+        tick = time.clock_getres(CLOCK_REALTIME_COARSE)
+        last_begun = max(times[-2] for times in report.times.values())
+        self.assertTrue(last_begun - tick - 0.001 <= ended <= dead_at, (last_begun, ended, dead_at, tick))
         self.assertEqual(
             sorted((r["file"], r["outcome"]) for r in document["recovered_files"]),
             sorted((name, "recovered") for name in files),
