@@ -10,8 +10,9 @@ leaves on disk and start-up recovery makes of it.
 Durations.  Every file of a session starts at the session's start (``started_at``), so a file
 holds the silence before its stream's first packet, then the stream.  With a tone that is never
 quiet, the first loud sample (the onset) is where the first packet was placed: the audio after
-it must be exactly (G.711) or nearly (G.722 and Opus have codec delay) what was sent, and the
-whole file must last from ``started_at`` to the end of the last packet sent.  G.711 A-law has
+it must be exactly (G.711) or nearly (G.722 and Opus have codec delay) what was sent, by the
+packets' RTP timestamps.  Durations are never compared with the wall clock: paced packets leave
+late on a loaded machine, with the same timestamps.  G.711 A-law has
 no zero code, so in a PCMA file a zero sample is always silence the server inserted: the loss
 and hold tests check which 20 ms blocks are silent, block by block.
 """
@@ -148,10 +149,13 @@ class MediaTestCase(SynchronousTestCase):
         self.assertTrue(len(sound), f"{what}: no audio at all ({len(samples)} samples of silence)")
         return int(sound[0])
 
-    def assert_duration(self, what: str, frames: int, rate: int, document: dict[str, Any], last_sent: float) -> None:
-        """The whole file: from the session's start to the end of the last packet, within 1%."""
-        expected = last_sent + PACKET_TIME - iso_seconds(document["started_at"])
-        assert_near(self, frames / rate, expected, 0.01 * expected, f"{what}: duration")
+    def assert_duration(self, what: str, frames: int, rate: int, start: int, sent_seconds: float, delta: float = 0.0) -> None:
+        """The whole file: the silence before the first packet placed (``start``), then the
+        audio sent, by its RTP timestamps (``sent_seconds``), within ``delta`` (codec delay).
+
+        Not the wall clock: on a loaded machine the sender's paced packets leave late, but
+        they carry the same timestamps, and the recording follows the timestamps."""
+        assert_near(self, frames / rate, start / rate + sent_seconds, delta, f"{what}: duration")
 
 
 class CodecTests(MediaTestCase):
@@ -213,21 +217,22 @@ class CodecTests(MediaTestCase):
             file_rate, channels, samples = read_wav(os.path.join(directory, entry["file"]))
             self.assertEqual((file_rate, channels), (rate, 1), what)
             sent_seconds = len(spec.payloads) * step / int(rtpmap.split("/")[1])
-            self.assert_duration(what, len(samples), rate, document, report.times[label][-1])
             start = onset(samples)
             self.assertIsNotNone(start, f"{what}: silent")
             # Before the tone: the time from the session's start to the first packet.
             assert_near(self, start / rate, report.times[label][0] - started, 0.02, f"{what}: leading silence")
             # The tone itself lasts what was sent (codec delay aside: < 10 ms).
-            assert_near(self, (len(samples) - start) / rate, sent_seconds, min(0.01 * sent_seconds, 0.01), what)
+            self.assert_duration(what, len(samples), rate, start, sent_seconds, min(0.01 * sent_seconds, 0.01))
             body = samples[start + rate // 10 : len(samples) - rate // 50]
             assert_near(self, dominant_frequency(body, rate), frequency, 3, f"{what}: tone")
             # The level of a sine at half scale (the DTMF's 200 ms of silence on a lowers it 3%).
             assert_near(self, rms(body), TONE_RMS, 0.1 * TONE_RMS, f"{what}: level")
             onsets[label] = start
             audio[label] = samples
-        # Both legs start together: their first packets left in the same millisecond.
-        assert_near(self, (onsets["a"] - onsets["b"]) / rate, 0, 0.02, f"{codec}: legs aligned")
+        # The legs are aligned as sent: their onsets are as far apart as their first packets
+        # left (the same millisecond, unless this call's sending thread was preempted between).
+        first_a, first_b = report.times["a"][0], report.times["b"][0]
+        assert_near(self, (onsets["a"] - onsets["b"]) / rate, first_a - first_b, 0.02, f"{codec}: legs aligned")
 
         # The stereo mix: stream a on the left, b on the right, sample for sample.
         mix = document["mix"]
@@ -304,7 +309,6 @@ class LossTests(MediaTestCase):
             # A-law never decodes to 0: the first non-zero sample is the first packet placed.
             start = self.first_sound(samples, what)
             self.assertEqual(len(samples), start + (last - first + 1) * 160, f"{what}: length")
-            self.assert_duration(what, len(samples), rate, document, max(report.times[label]))
             assert_near(self, start / rate, report.times[label][0] - iso_seconds(document["started_at"]), 0.02, what)
             self.assertEqual(
                 silent_blocks(samples, start, last - first + 1, 160), [index - first for index in lost], what
@@ -352,7 +356,6 @@ class HoldTests(MediaTestCase):
             rate, _, samples = read_wav(os.path.join(directory, entry["file"]))
             start = self.first_sound(samples, what)
             self.assertEqual(len(samples), start + 150 * 160, f"{what}: length")
-            self.assert_duration(what, len(samples), rate, document, report.times[label][-1])
             self.assertEqual(silent_blocks(samples, start, 150, 160), list(range(50, 100)), f"{what}: the hold")
             for part in (samples[start : start + 8000], samples[start + 16000 :]):
                 assert_near(self, dominant_frequency(part, rate), frequency, 3, f"{what}: tone")
@@ -457,7 +460,6 @@ class KillTests(MediaTestCase):
             self.assertEqual((rate, channels), (8000, 1))
             start = self.first_sound(samples, f"{name}.part")
             self.assertEqual(len(samples), start + 100 * 160, f"{label}: samples on disk at the kill")
-            self.assert_duration(label, len(samples), rate, document, report.times[label][-1])
             before[name] = samples
         rate, channels, mixed = read_wav(os.path.join(directory, files[2] + ".part"))
         self.assertEqual((rate, channels), (8000, 2))
