@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.audio import dominant_frequency, read_wav
+from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.e2e.server import REPOSITORY, Server
 from tests.e2e.test_media_e2e import TONE_A, TONE_B, MediaTestCase, stream
 
@@ -77,7 +77,7 @@ class EncryptedCallTests(MediaTestCase):
             self.assertEqual(decrypted.returncode, 0, decrypted.stdout + decrypted.stderr)
             rate, channels, samples = read_wav(output)
             self.assertEqual((rate, channels), (8000, 1))
-            self.assertAlmostEqual(dominant_frequency(samples[-8000:], rate), frequency, delta=3)
+            assert_near(self, dominant_frequency(samples[-8000:], rate), frequency, 3)
         private = os.path.join(self.server.directory, "private.json")
         result = self.siprecctl("decrypt", os.path.join(directory, "session-private.json.enc"), private)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -115,4 +115,4 @@ class EncryptedCallTests(MediaTestCase):
         self.siprecctl("decrypt", part, output)
         rate, _, samples = read_wav(output)
         self.assertGreaterEqual(len(samples) / rate, 1.4)  # the session start, then 1.5 s of tone
-        self.assertAlmostEqual(dominant_frequency(samples[-4000:], rate), TONE_A, delta=3)
+        assert_near(self, dominant_frequency(samples[-4000:], rate), TONE_A, 3)

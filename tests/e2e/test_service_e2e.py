@@ -16,7 +16,7 @@ import urllib.request
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.audio import dominant_frequency, read_wav
+from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.certs import make_test_pki
 from tests.e2e.server import REPOSITORY, TWISTD, Server
 from tests.e2e.src import SRCClient
@@ -107,7 +107,7 @@ class DrainTests(ServiceTestCase):
         for entry, tone in zip(document["streams"], (TONE_A, TONE_B)):
             rate, _, samples = read_wav(os.path.join(directory, entry["file"]))
             self.assertGreater(len(samples) / rate, 2.0)
-            self.assertAlmostEqual(dominant_frequency(samples[-8000:], rate), tone, delta=3)
+            assert_near(self, dominant_frequency(samples[-8000:], rate), tone, 3)
 
     def test_drain_timeout_ends_calls_with_bye(self) -> None:
         server = self.server(service={"drain_timeout": "1"})
