@@ -13,30 +13,25 @@ from typing import Any
 Parser = Callable[[str], Any]
 
 
-def int_range(low: int, high: int) -> Parser:
-    def parse(text: str) -> int:
+def _bounded(convert: Callable[[str], Any], what: str, low: Any, high: Any) -> Parser:
+    def parse(text: str) -> Any:
         try:
-            value = int(text, 10)
+            value = convert(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
+            raise ValueError(f"{text!r} is not {what}") from None
         if not low <= value <= high:
             raise ValueError(f"{value} is outside {low}..{high}")
         return value
 
     return parse
+
+
+def int_range(low: int, high: int) -> Parser:
+    return _bounded(lambda text: int(text, 10), "a whole number", low, high)
 
 
 def float_range(low: float, high: float) -> Parser:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise ValueError(f"{value} is outside {low}..{high}")
-        return value
-
-    return parse
+    return _bounded(float, "a number", low, high)
 
 
 def boolean(text: str) -> bool:
