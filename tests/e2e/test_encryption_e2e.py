@@ -9,6 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+import wave
+
+import numpy as np
 
 from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.e2e.server import REPOSITORY, Server
@@ -94,19 +97,34 @@ class EncryptedCallTests(MediaTestCase):
         self.assertEqual(len(listed.stdout.splitlines()), 1)
         self.assertTrue(listed.stdout.rstrip().endswith("current"), listed.stdout)
 
+    def seconds_sealed(self, part: str, output: str) -> float:
+        """Seconds of audio in ``part`` (a running server's .enc.part) after its first sound."""
+        self.siprecctl("decrypt", part, output)  # status 1 for a truncated file: read what it wrote
+        try:
+            rate, _, samples = read_wav(output)
+        except (OSError, EOFError, wave.Error):
+            return 0.0
+        sound = np.flatnonzero(samples)
+        return (len(samples) - int(sound[0])) / rate if len(sound) else 0.0
+
     def test_kill_9_leaves_truncated_not_corrupt_files(self) -> None:
         client = self.client()
         streams = [stream("PCMU", "a", TONE_A, 1.5), stream("PCMU", "b", TONE_B, 1.5)]
         self.start_call(client, streams)
         client.send_rtp(streams)
-        time.sleep(0.6)  # three flushes: every packet is sealed in a chunk
+        _, directory = self.session(client.call_id)
+        part = os.path.join(directory, "stream-1-a.wav.enc.part")
+        polled = os.path.join(self.server.directory, "polled.wav")
+        # Until the periodic flushes have sealed every packet in a chunk: polled, not slept
+        # for, as the server's pace depends on the machine's load.
+        deadline = time.monotonic() + 20
+        while self.seconds_sealed(part, polled) < 1.5 - 0.01 and time.monotonic() < deadline:
+            time.sleep(0.2)
         process = self.server.process
         assert process is not None
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         self.server.process = None
-        _, directory = self.session(client.call_id)
-        part = os.path.join(directory, "stream-1-a.wav.enc.part")
         self.assertTrue(os.path.exists(part), os.listdir(directory))
         verified = self.siprecctl("verify", part)
         self.assertEqual(verified.returncode, 1)
