@@ -194,12 +194,20 @@ class LoggingTests(ServiceTestCase):
         self.addCleanup(client.close)
         self.assertEqual(client.invite([stream("PCMU", "a", TONE_A, 0.1)]).status, 200)
         self.assertEqual(client.bye().status, 200)
-        time.sleep(0.3)
-        events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-        started = [e for e in events if e.get("log_format", "").startswith("recording session {session_id} started")]
-        self.assertEqual(len(started), 1, events[-5:])
+
+        def logged(what: str) -> list[dict[str, object]]:
+            events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+            return [e for e in events if e.get("log_format", "").startswith(f"recording session {{session_id}} {what}")]
+
+        # Polled, not slept for: the log reaches the file at the server's pace.
+        deadline = time.monotonic() + 10
+        while not logged("ended") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = logged("started")
+        self.assertEqual(len(started), 1, server.output()[-2000:])
         self.assertEqual(started[0]["call_id"], client.call_id)
-        ended = [e for e in events if e.get("log_format", "").startswith("recording session {session_id} ended")]
+        ended = logged("ended")
+        self.assertTrue(ended, server.output()[-2000:])
         self.assertEqual((ended[0]["session_id"], ended[0]["call_id"]), (started[0]["session_id"], client.call_id))
 
 
