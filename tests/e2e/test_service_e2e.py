@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -195,7 +196,7 @@ class LoggingTests(ServiceTestCase):
         self.assertEqual(client.invite([stream("PCMU", "a", TONE_A, 0.1)]).status, 200)
         self.assertEqual(client.bye().status, 200)
 
-        def logged(what: str) -> list[dict[str, object]]:
+        def logged(what: str) -> list[dict[str, Any]]:
             events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
             return [e for e in events if e.get("log_format", "").startswith(f"recording session {{session_id}} {what}")]
 
