@@ -9,10 +9,28 @@ checks that it and :data:`SCHEMA` agree.
 from __future__ import annotations
 
 import configparser
-import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from siprecd.config_values import (  # the schema below names them as before
+    Parser,
+    address as _address,
+    algorithm as _algorithm,
+    boolean as _bool,
+    choice as _choice,
+    codec_names as _codecs,
+    duration as _duration,
+    float_range as _float,
+    int_range as _int,
+    known_names as _known_names,
+    name_list as _names,
+    optional_address as _optional_address,
+    optional_int_range as _optional_int,
+    optional_path as _optional_path,
+    path as _path,
+    string as _string,
+)
 
 ENV_PREFIX = "SIPRECD_"
 # Environment variables with the prefix that are not config keys (secrets never go in files).
@@ -25,9 +43,6 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(errors))
 
 
-Parser = Callable[[str], Any]
-
-
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -36,129 +51,10 @@ class Key:
     doc: str
 
 
-def _int(low: int, high: int) -> Parser:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise ValueError(f"{value} is outside {low}..{high}")
-        return value
-
-    return parse
-
-
-def _float(low: float, high: float) -> Parser:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise ValueError(f"{value} is outside {low}..{high}")
-        return value
-
-    return parse
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
-
-
-def _address(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IP address") from None
-
-
-def _optional_address(text: str) -> str | None:
-    return _address(text) if text.strip() else None
-
-
-def _string(text: str) -> str:
-    return text.strip()
-
-
-def _optional_path(text: str) -> str | None:
-    return text.strip() or None
-
-
-def _path(text: str) -> str:
-    if not text.strip():
-        raise ValueError("a path is required")
-    return text.strip()
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(item.strip() for item in text.replace(",", " ").split() if item.strip())
-    if not names:
-        raise ValueError("at least one name is required")
-    return names
-
-
-def _choice(*options: str) -> Parser:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in options:
-            raise ValueError(f"{text!r} is not one of {', '.join(options)}")
-        return value
-
-    return parse
-
-
-def _codecs(text: str) -> tuple[str, ...]:
-    # Only codecs the SRS decodes may be chosen: anything else would be recorded as noise.
-    from siprecd.media.codecs import SUPPORTED_CODECS
-    names = _names(text)
-    known = {name.lower() for name in SUPPORTED_CODECS}
-    unknown = [name for name in names if name.split("/")[0].lower() not in known]
-    if unknown:
-        raise ValueError(
-            f"no decoder for {', '.join(unknown)} (supported: {', '.join(sorted(SUPPORTED_CODECS))})"
-        )
-    return names
-
-
-def _known_names(known: tuple[str, ...], what: str) -> Parser:
-    def parse(text: str) -> tuple[str, ...]:
-        names = _names(text)
-        if any(name not in known for name in names) or len(set(names)) != len(names):
-            raise ValueError(f"{what} must be distinct names from {', '.join(known)}; got {', '.join(names)}")
-        return names
-    return parse
-
-
 # The Python AES-256-CM path costs more per packet than libsrtp's suites: those come first.
 DEFAULT_SUITES = ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80",
                   "AES_256_CM_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AES_256_CM_HMAC_SHA1_32")
 _suites = _known_names(DEFAULT_SUITES, "suites")
-
-
-def _algorithm(text: str) -> str:
-    names = {"aes-256-gcm": "AES-256-GCM", "chacha20-poly1305": "ChaCha20-Poly1305"}
-    try:
-        return names[text.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{text!r} is not AES-256-GCM or ChaCha20-Poly1305") from None
-
-
-def _duration(text: str) -> float:
-    from siprecd.crypto.rotation import parse_duration
-    return parse_duration(text)
-
-
-def _optional_int(low: int, high: int) -> Parser:
-    def parse(text: str) -> int | None:
-        return _int(low, high)(text) if text.strip() else None
-
-    return parse
 
 
 PORT = _int(0, 65535)

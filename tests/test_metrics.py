@@ -24,6 +24,7 @@ from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.crypto.rotation import KeyRotation
 from siprecd.media.rtp import build_rtp
 from siprecd.metrics import Metrics, codec_label, method_label, outcome_of
+from siprecd.recording.files import disk_free
 from siprecd.security.srtp import OutboundSRTP
 from siprecd.sip.message import Limits
 from siprecd.sip.ratelimit import RateLimiter
@@ -80,7 +81,9 @@ class MetricsTestCase(ControllerTestCase):
         self.reactor = MediaReactor()
         self.reactor.advance(START)
         self.metrics = Metrics(process=False)
-        self.controller, self.service = build_controller(self.reactor, self.config, metrics=self.metrics)
+        self.controller, self.service = build_controller(
+            self.reactor, self.config, metrics=self.metrics, port_probe=self.reactor.bindable
+        )
         sip = self.config.sip
         self.stack = SIPStack(
             self.reactor,
@@ -128,7 +131,15 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 class ExpositionTests(MetricsTestCase):
     def test_families_before_any_traffic(self) -> None:
-        body, _ = self.metrics.exposition()
+        measured: list[tuple[str, int | None]] = []
+
+        def spy(path: str) -> int | None:
+            free = disk_free(path)
+            measured.append((path, free))
+            return free
+
+        with mock.patch("siprecd.metrics.disk_free", spy):
+            body, _ = self.metrics.exposition()
         types, samples = parse(body.decode())
         self.assertEqual(
             types,
@@ -150,11 +161,14 @@ class ExpositionTests(MetricsTestCase):
                 "siprecd_errors": "counter",
             },
         )
+        # The gauge is exactly what the real disk_free measured on the recording directory; that
+        # measurement is the real free space, give or take what others wrote since (trial's
+        # assertAlmostEqual has no delta=, so this was an exact comparison with the disk).
         free = samples.pop(key("siprecd_disk_free_bytes"))
         self.assertGreater(free, 0)
+        self.assertEqual(measured, [(self.recordings, free)])
         st = os.statvfs(self.recordings)
-        # (trial's assertAlmostEqual has no delta: the disk is shared, its free space moves)
-        self.assertLessEqual(abs(free - st.f_bavail * st.f_frsize), 64 * 1024 * 1024)
+        self.assertApproximates(free, st.f_bavail * st.f_frsize, 64 * 1024 * 1024)
         self.assertEqual(
             samples,
             {

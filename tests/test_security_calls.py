@@ -19,8 +19,6 @@ from tests.test_siprec_controller import Call, ControllerTestCase, audio, sdp_of
 
 MEDIA_SOURCE = ("198.51.100.7", 10000)
 SUITE = "AES_CM_128_HMAC_SHA1_80"
-# The port allocator probes real sockets: a range of our own, away from other tests' 40000s.
-PORTS = {"SIPRECD_MEDIA_PORT_MIN": "52400", "SIPRECD_MEDIA_PORT_MAX": "52419"}
 
 
 def crypto(key: bytes, suite: str = SUITE, tag: int = 1, params: str = "") -> str:
@@ -36,7 +34,7 @@ def sender(key: bytes, suite: str = SUITE) -> OutboundSRTP:
 
 
 class SDESCallTests(ControllerTestCase):
-    environment = {**PORTS, "SIPRECD_SECURITY_REKEY_GRACE": "2"}
+    environment = {"SIPRECD_SECURITY_REKEY_GRACE": "2"}
 
     def media(self, index: int = 0) -> Any:
         call = next(iter(self.controller.calls.values()))
@@ -165,8 +163,6 @@ class SDESCallTests(ControllerTestCase):
 
 
 class PolicyCallTests(ControllerTestCase):
-    environment = PORTS
-
     def refused(self, offer: bytes, warning: str) -> None:
         call = Call(self)
         self.assert_warning(call.invite(offer), 488, warning)

@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import re
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,16 +64,25 @@ class FakeUDPPort:
 
 
 class MediaReactor(MemoryReactorClock):
-    """MemoryReactorClock plus IReactorUDP: ``udpPorts`` holds the ports bound right now."""
+    """MemoryReactorClock plus IReactorUDP: ``udpPorts`` holds the ports bound right now.
+
+    :meth:`bindable` is the PortAllocator's probe for this reactor (pass it as ``port_probe``),
+    so no test depends on which real ports of the machine are free.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.udpPorts: dict[int, FakeUDPPort] = {}
         self.every_udp_port: list[FakeUDPPort] = []
         self.taken: set[int] = set()  # ports "another process" holds
+        # Ports another process binds between the probe and listenUDP: the probe sees them free.
+        self.raced: set[int] = set()
+
+    def bindable(self, interface: str, port: int) -> bool:
+        return port not in self.taken and port not in self.udpPorts
 
     def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakeUDPPort:  # noqa: N802,N803
-        if port in self.taken or port in self.udpPorts:
+        if port in self.taken or port in self.raced or port in self.udpPorts:
             raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address already in use"))
         listening = FakeUDPPort(self, port, protocol, interface)
         self.udpPorts[port] = listening
@@ -288,7 +298,7 @@ class ControllerTestCase(SynchronousTestCase):
         self.reactor = MediaReactor()
         self.reactor.taken = set(taken)
         self.reactor.advance(now)
-        self.controller, self.service = build_controller(self.reactor, self.config, at_rest, store=store)
+        self.controller, self.service = build_controller(self.reactor, self.config, at_rest, store=store, port_probe=self.reactor.bindable)
         self.stack = build_stack(self.reactor, self.config, self.controller)
         self.controller.attach(self.stack)
         self.udp = FakeUDP()
@@ -591,13 +601,36 @@ class AdmissionTests(ControllerTestCase):
         answer = self.answer(call.setup(sdp_offer(audio(10000, "a"))))
         self.assertEqual(answer.media[0].port, PORT_MIN + 4)
         self.assertEqual(self.bound(), [PORT_MIN + 4, PORT_MIN + 5])
+        # The probe saw pair 2's RTCP port taken: its RTP port was never bound.
+        self.assertEqual([(p.port, p.stopped) for p in self.reactor.every_udp_port],
+                         [(PORT_MIN + 4, 0), (PORT_MIN + 5, 0)])
+
+    def test_rtcp_port_taken_after_the_probe_is_skipped(self) -> None:
+        self.reactor.taken = {PORT_MIN}  # RTP of pair 1
+        self.reactor.raced = {PORT_MIN + 3}  # RTCP of pair 2, bound by another process after the probe
+        call = Call(self)
+        answer = self.answer(call.setup(sdp_offer(audio(10000, "a"))))
+        self.assertEqual(answer.media[0].port, PORT_MIN + 4)
+        self.assertEqual(self.bound(), [PORT_MIN + 4, PORT_MIN + 5])
         # The RTP port bound for pair 2 before its RTCP failed was closed again.
         self.assertEqual([(p.port, p.stopped) for p in self.reactor.every_udp_port],
                          [(PORT_MIN + 2, 1), (PORT_MIN + 4, 0), (PORT_MIN + 5, 0)])
 
+    def test_real_ports_held_elsewhere_do_not_matter(self) -> None:
+        # The probe consults this fake reactor: a real socket on the RTCP port changes nothing.
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(holder.close)
+        try:
+            holder.bind((self.config.media.bind_address, PORT_MIN + 1))
+        except OSError:
+            pass  # another process holds it already: just as good
+        answer = self.answer(Call(self).setup(sdp_offer(audio(10000, "a"))))
+        self.assertEqual(answer.media[0].port, PORT_MIN)
+        self.assertEqual(self.bound(), [PORT_MIN, PORT_MIN + 1])
+
     def test_odd_port_min_rounds_up(self) -> None:
         from siprecd.media.ports import PortAllocator
-        allocator = PortAllocator(self.reactor, "127.0.0.1", 40001, 40006)
+        allocator = PortAllocator(self.reactor, "127.0.0.1", 40001, 40006, probe=self.reactor.bindable)
         self.assertEqual(allocator.capacity, 2)
         pairs = [allocator.allocate(object(), object()) for _ in range(2)]  # type: ignore[arg-type]
         self.assertEqual([(p.rtp_port, p.rtcp_port) for p in pairs], [(40002, 40003), (40004, 40005)])

@@ -195,7 +195,7 @@ class ApiTestCase(HttpTestCase):
         self.clock = MediaReactor()
         self.clock.advance(START)
         server_at_rest = self.writer if self.api_has_keys else AtRest(None)
-        self.controller, _ = build_controller(self.clock, self.config, self.writer)
+        self.controller, _ = build_controller(self.clock, self.config, self.writer, port_probe=self.clock.bindable)
         self.stack = build_stack(self.clock, self.config, self.controller)
         self.controller.attach(self.stack)
         self.udp = FakeUDP()

@@ -7,6 +7,7 @@ again at once (late packets of an ended call must not land in a new one).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.error import CannotListenError
@@ -18,6 +19,9 @@ from siprecd.errors import ServiceUnavailable
 from siprecd.media.receiver import set_receive_buffer
 
 log = Logger()
+
+#: Whether a UDP port could be bound on an interface right now: ``probe(interface, port)``.
+PortProbe = Callable[[str, int], bool]
 
 
 class NoPortsAvailable(ServiceUnavailable):
@@ -41,8 +45,11 @@ class PortAllocator:
         port_max: int,
         retry_after: int = 10,
         receive_buffer: int = 0,
+        probe: PortProbe | None = None,
     ) -> None:
         self._reactor = reactor
+        # Injected so that a fake reactor's tests consult the fake's ports, not the machine's.
+        self._probe: PortProbe = bindable if probe is None else probe
         self._interface = interface
         self._first = port_min + (port_min % 2)
         self._pairs = max(0, (port_max - self._first + 1) // 2)
@@ -90,7 +97,7 @@ class PortAllocator:
         # turn, so the RTP protocol of a pair whose RTCP port turns out to be taken could not be
         # bound to the next pair now (AssertionError in makeConnection).  Check the RTCP port
         # first, with a plain socket: then only a race with another process can get there.
-        if not _bindable(self._interface, port + 1):
+        if not self._probe(self._interface, port + 1):
             return None
         try:
             rtp_port = self._reactor.listenUDP(port, rtp, interface=self._interface)
@@ -121,8 +128,8 @@ class PortAllocator:
         self._in_use.discard(pair.rtp_port)
 
 
-def _bindable(interface: str, port: int) -> bool:
-    """Whether a UDP socket can be bound to ``interface:port`` right now."""
+def bindable(interface: str, port: int) -> bool:
+    """The real probe: whether a UDP socket can be bound to ``interface:port`` right now."""
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from siprecd.config import Config
 from siprecd.crypto.at_rest import AtRest
 from siprecd.errors import BadRequest, NotAcceptableHere, ServiceUnavailable
-from siprecd.media.ports import PortAllocator
+from siprecd.media.ports import PortAllocator, PortProbe
 from siprecd.recording.interrupted import recover_interrupted
 from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, disk_free, session_directory
 from siprecd.recording.session import RecordingSession, SessionState
@@ -566,6 +566,7 @@ def build_controller(
     at_rest: AtRest | None = None,
     metrics: Metrics | None = None,
     store: StateStore | None = None,
+    port_probe: PortProbe | None = None,
 ) -> tuple[Controller, ControllerService]:
     media = config.media
     ports = PortAllocator(
@@ -575,6 +576,7 @@ def build_controller(
         media.port_max,
         config.siprec.retry_after,
         receive_buffer=media.receive_buffer,
+        probe=port_probe,
     )
     controller = Controller(reactor, config, ports, at_rest, metrics, store, node_id(config))
     security = controller.security

@@ -135,11 +135,16 @@ class Server:
         raise RuntimeError(f"twistd did not start listening within {timeout}s:\n{self.log()}")
 
     def _listening(self) -> bool:
+        # The kernel accepts connections as soon as a port listens, while twistd is still in
+        # startService (the controller, which recovers interrupted sessions, starts after the
+        # listeners).  An HTTP answer means the reactor is running: start-up is over.
         try:
-            with socket.create_connection(("127.0.0.1", self.web_port), timeout=0.2):
-                pass
             with socket.create_connection(("127.0.0.1", self.sip_port), timeout=0.2):
-                return True
+                pass
+            with socket.create_connection(("127.0.0.1", self.web_port), timeout=0.2) as web:
+                web.settimeout(2.0)
+                web.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return web.recv(5) == b"HTTP/"
         except OSError:
             return False
 

@@ -17,7 +17,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from siprecd.media.rtp import build_rtp
-from tests.audio import dominant_frequency, onset, read_wav
+from tests.audio import assert_near, dominant_frequency, onset, read_wav
 from tests.e2e.dtls_src import DTLSSRCClient
 from tests.e2e.server import Server
 from tests.e2e.test_media_e2e import MediaTestCase, stream
@@ -75,7 +75,7 @@ class DTLSCallMixin(MediaTestCase):
         self.assertIsNotNone(start, "recording is silent")
         heard = samples[start:]
         self.assertGreater(len(heard), rate)
-        self.assertAlmostEqual(dominant_frequency(heard[:rate], rate), TONE, delta=5)
+        assert_near(self, dominant_frequency(heard[:rate], rate), TONE, 5)
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.server.web_port}/metrics", timeout=5) as response:
             metrics = response.read().decode()

@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 
-from tests.audio import dominant_frequency, read_wav
+import numpy as np
+
+from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.e2e.server import REPOSITORY, Server
 from tests.e2e.test_media_e2e import TONE_A, TONE_B, MediaTestCase, stream
 
@@ -77,7 +80,7 @@ class EncryptedCallTests(MediaTestCase):
             self.assertEqual(decrypted.returncode, 0, decrypted.stdout + decrypted.stderr)
             rate, channels, samples = read_wav(output)
             self.assertEqual((rate, channels), (8000, 1))
-            self.assertAlmostEqual(dominant_frequency(samples[-8000:], rate), frequency, delta=3)
+            assert_near(self, dominant_frequency(samples[-8000:], rate), frequency, 3)
         private = os.path.join(self.server.directory, "private.json")
         result = self.siprecctl("decrypt", os.path.join(directory, "session-private.json.enc"), private)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -94,19 +97,34 @@ class EncryptedCallTests(MediaTestCase):
         self.assertEqual(len(listed.stdout.splitlines()), 1)
         self.assertTrue(listed.stdout.rstrip().endswith("current"), listed.stdout)
 
+    def seconds_sealed(self, part: str, output: str) -> float:
+        """Seconds of audio in ``part`` (a running server's .enc.part) after its first sound."""
+        self.siprecctl("decrypt", part, output)  # status 1 for a truncated file: read what it wrote
+        try:
+            rate, _, samples = read_wav(output)
+        except (OSError, EOFError, wave.Error):
+            return 0.0
+        sound = np.flatnonzero(samples)
+        return (len(samples) - int(sound[0])) / rate if len(sound) else 0.0
+
     def test_kill_9_leaves_truncated_not_corrupt_files(self) -> None:
         client = self.client()
         streams = [stream("PCMU", "a", TONE_A, 1.5), stream("PCMU", "b", TONE_B, 1.5)]
         self.start_call(client, streams)
         client.send_rtp(streams)
-        time.sleep(0.6)  # three flushes: every packet is sealed in a chunk
+        _, directory = self.session(client.call_id)
+        part = os.path.join(directory, "stream-1-a.wav.enc.part")
+        polled = os.path.join(self.server.directory, "polled.wav")
+        # Until the periodic flushes have sealed every packet in a chunk: polled, not slept
+        # for, as the server's pace depends on the machine's load.
+        deadline = time.monotonic() + 20
+        while self.seconds_sealed(part, polled) < 1.5 - 0.01 and time.monotonic() < deadline:
+            time.sleep(0.2)
         process = self.server.process
         assert process is not None
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         self.server.process = None
-        _, directory = self.session(client.call_id)
-        part = os.path.join(directory, "stream-1-a.wav.enc.part")
         self.assertTrue(os.path.exists(part), os.listdir(directory))
         verified = self.siprecctl("verify", part)
         self.assertEqual(verified.returncode, 1)
@@ -115,4 +133,4 @@ class EncryptedCallTests(MediaTestCase):
         self.siprecctl("decrypt", part, output)
         rate, _, samples = read_wav(output)
         self.assertGreaterEqual(len(samples) / rate, 1.4)  # the session start, then 1.5 s of tone
-        self.assertAlmostEqual(dominant_frequency(samples[-4000:], rate), TONE_A, delta=3)
+        assert_near(self, dominant_frequency(samples[-4000:], rate), TONE_A, 3)

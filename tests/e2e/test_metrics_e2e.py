@@ -86,13 +86,13 @@ class MetricsEndToEnd(SynchronousTestCase):
     def value(self, scrape: Scrape, family: str, **labels: str) -> float:
         return scrape.get(family, {}).get(frozenset(labels.items()), 0.0)
 
-    def wait_for(self, family: str, at_least: float, timeout: float = 10.0) -> None:
+    def wait_for(self, family: str, at_least: float, timeout: float = 10.0, **labels: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.value(self.scrape(), family) >= at_least:
+            if self.value(self.scrape(), family, **labels) >= at_least:
                 return
             time.sleep(0.25)
-        self.fail(f"{family} did not reach {at_least} in {timeout}s\n{self.server.log()[-4000:]}")
+        self.fail(f"{family}{labels or ''} did not reach {at_least} in {timeout}s\n{self.server.log()[-4000:]}")
 
     def sip(self, data: bytes) -> bytes | None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -163,6 +163,9 @@ class MetricsEndToEnd(SynchronousTestCase):
         )
         self.assertEqual(client._final("INFO").status, 200)
         time.sleep(0.5)  # a few flushes
+        # Every packet read before the BYE closes the ports (the server's pace depends on load).
+        self.wait_for("siprecd_rtp_packets", sent[0], codec="PCMU")
+        self.wait_for("siprecd_rtp_packets", sent[8], codec="PCMA")
         during = self.scrape()
         scrapes.append(during)
         self.assertEqual(self.value(during, "siprecd_sessions_active"), 1)
@@ -178,7 +181,8 @@ class MetricsEndToEnd(SynchronousTestCase):
         secured.rtp.sendto(build_rtp(9, 1, 1, 77, b"\0" * 160) + b"\0" * 10, ("127.0.0.1", port))
         secured.send_rtp([srtp_stream])
         secured.rtp.sendto(build_receiver_report(77, [], "forger"), ("127.0.0.1", port + 1))
-        time.sleep(0.3)
+        self.wait_for("siprecd_rtp_packets", 10, codec="G722")
+        self.wait_for("siprecd_srtp_auth_failures", 1, kind="rtcp")
         self.assertEqual(secured.bye().status, 200)
 
         # Out-of-dialog requests over the rate limit (1/s, burst 3): the later ones get 503.

@@ -13,10 +13,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.audio import dominant_frequency, read_wav
+from tests.audio import assert_near, dominant_frequency, read_wav
 from tests.certs import make_test_pki
 from tests.e2e.server import REPOSITORY, TWISTD, Server
 from tests.e2e.src import SRCClient
@@ -107,7 +108,7 @@ class DrainTests(ServiceTestCase):
         for entry, tone in zip(document["streams"], (TONE_A, TONE_B)):
             rate, _, samples = read_wav(os.path.join(directory, entry["file"]))
             self.assertGreater(len(samples) / rate, 2.0)
-            self.assertAlmostEqual(dominant_frequency(samples[-8000:], rate), tone, delta=3)
+            assert_near(self, dominant_frequency(samples[-8000:], rate), tone, 3)
 
     def test_drain_timeout_ends_calls_with_bye(self) -> None:
         server = self.server(service={"drain_timeout": "1"})
@@ -194,12 +195,20 @@ class LoggingTests(ServiceTestCase):
         self.addCleanup(client.close)
         self.assertEqual(client.invite([stream("PCMU", "a", TONE_A, 0.1)]).status, 200)
         self.assertEqual(client.bye().status, 200)
-        time.sleep(0.3)
-        events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-        started = [e for e in events if e.get("log_format", "").startswith("recording session {session_id} started")]
-        self.assertEqual(len(started), 1, events[-5:])
+
+        def logged(what: str) -> list[dict[str, Any]]:
+            events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+            return [e for e in events if e.get("log_format", "").startswith(f"recording session {{session_id}} {what}")]
+
+        # Polled, not slept for: the log reaches the file at the server's pace.
+        deadline = time.monotonic() + 10
+        while not logged("ended") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = logged("started")
+        self.assertEqual(len(started), 1, server.output()[-2000:])
         self.assertEqual(started[0]["call_id"], client.call_id)
-        ended = [e for e in events if e.get("log_format", "").startswith("recording session {session_id} ended")]
+        ended = logged("ended")
+        self.assertTrue(ended, server.output()[-2000:])
         self.assertEqual((ended[0]["session_id"], ended[0]["call_id"]), (started[0]["session_id"], client.call_id))
 
 

@@ -91,7 +91,7 @@ class SDESTests(MediaTestCase):
             self.assertIsNotNone(start, f"{what}: silent")
             heard = samples[start:]
             self.assertGreater(len(heard), rate, f"{what}: {len(heard)} samples of tone")
-            self.assertAlmostEqual(dominant_frequency(heard[:rate], rate), frequency, delta=5, msg=what)
+            assert_near(self, dominant_frequency(heard[:rate], rate), frequency, 5, what)
 
         # No key material in session.json or the log (the answer SDP carries only the SRS's key).
         with open(os.path.join(directory, "session.json"), encoding="utf-8") as handle:
@@ -137,4 +137,4 @@ class SIPpPcapTests(SippTestCase):
         decoder.layout = "mono"
         (frame,) = decoder.decode(av.Packet(b"".join(payloads)))
         self.assertTrue(np.array_equal(heard, frame.to_ndarray().reshape(-1).astype(heard.dtype)))
-        self.assertAlmostEqual(dominant_frequency(heard, rate), 440.0, delta=3)
+        assert_near(self, dominant_frequency(heard, rate), 440.0, 3)
