@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -43,7 +44,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="SRTP runs too (auto: when the server has siprecd.security.srtp)")
     parser.add_argument("--receivers", default=",".join(RECEIVERS))
     parser.add_argument("--port", type=int, default=40000, help="first RTP port of the media runs")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a siprecd config key for the siprecd runs (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (recordings, logs)")
     args = parser.parse_args(argv)
+    overrides: dict[str, dict[str, str]] = {}
+    for item in args.set:
+        name, equals, value = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not (equals and dot and section and key):
+            parser.error(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. recording.chunk_size=8192")
+        overrides.setdefault(section, {})[key] = value
 
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="siprecd-bench-")
@@ -60,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             for streams in steps:
                 plan = LoadPlan(calls=streams // 2, rate=args.rate, hold=args.hold, srtp=srtp,
                                 direct_port=args.port, workers=args.workers)
-                result = media.run(receiver, plan, profile=receiver.startswith("siprecd"), workdir=workdir)
+                result = media.run(receiver, plan, profile=receiver.startswith("siprecd"), workdir=workdir,
+                                   overrides=overrides)
                 print(result.line(), flush=True)
                 figures.add(result)
                 if result.profile is not None:
@@ -72,11 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     rates = [int(r) for r in args.cps.split(",") if r]
     if rates:
         figures.cps_baseline = callrate.against_sipp_uas(rates, args.cps_seconds, workdir)
-        figures.cps_siprecd = callrate.against_siprecd(rates, args.cps_seconds, workdir, at_rest=True)
+        figures.cps_siprecd = callrate.against_siprecd(rates, args.cps_seconds, workdir, at_rest=True,
+                                                       overrides=overrides)
         for name, run_steps in (("SIPp UAS", figures.cps_baseline), ("siprecd+at-rest", figures.cps_siprecd)):
             print(f"call rate {name:16}: " + ", ".join(
                 f"{s.rate}/s {'ok' if s.passed else f'FAILED {s.failed}/{s.calls}'}" for s in run_steps), flush=True)
-    print(f"(took {time.monotonic() - started:.0f} s; work files in {workdir})")
+    if args.keep:
+        print(f"work files kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"(took {time.monotonic() - started:.0f} s)")
     print(summary_line(figures))
     return 0
 

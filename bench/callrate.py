@@ -100,12 +100,13 @@ def against_sipp_uas(rates: list[int], seconds: float, directory: str) -> list[S
         uas.wait(10)
 
 
-def against_siprecd(rates: list[int], seconds: float, directory: str, *, at_rest: bool) -> list[Step]:
+def against_siprecd(rates: list[int], seconds: float, directory: str, *, at_rest: bool,
+                    overrides: dict[str, dict[str, str]] | None = None) -> list[Step]:
     from bench.media import Siprecd
 
     # Room for every call of the largest step at once (ports, max_sessions).
     plan = LoadPlan(calls=int(max(rates) * (seconds + 2)), rate=1, hold=0, direct_port=42000)
-    server = Siprecd(plan, tempfile.mkdtemp(prefix="bench-cps-", dir=directory), at_rest=at_rest)
+    server = Siprecd(plan, tempfile.mkdtemp(prefix="bench-cps-", dir=directory), at_rest=at_rest, overrides=overrides)
     server.start()
     try:
         return ladder(server.sip_address[1], rates, seconds, directory)

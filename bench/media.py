@@ -114,7 +114,8 @@ class Baseline:
 class Siprecd:
     """``twistd -n siprec`` from this working tree, configured for the run."""
 
-    def __init__(self, plan: LoadPlan, directory: str, *, at_rest: bool) -> None:
+    def __init__(self, plan: LoadPlan, directory: str, *, at_rest: bool,
+                 overrides: dict[str, dict[str, str]] | None = None) -> None:
         sys.path.insert(0, REPOSITORY)
         from tests.e2e.server import Server
 
@@ -130,6 +131,8 @@ class Siprecd:
         }
         if at_rest:
             sections["encryption"] = {"enabled": "true", "key_store": "memory"}
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
         self.server = Server(directory, sections=sections)
 
     @property
@@ -167,14 +170,15 @@ class Siprecd:
         return {"exit": code}
 
 
-def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | None = None) -> RunResult:
+def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | None = None,
+        overrides: dict[str, dict[str, str]] | None = None) -> RunResult:
     """One load run of ``plan`` against ``receiver`` (count, media, siprecd, siprecd+at-rest)."""
     directory = tempfile.mkdtemp(prefix=f"bench-{receiver}-", dir=workdir)
     target: Baseline | Siprecd
     if receiver in ("count", "media"):
         target = Baseline(receiver, plan, directory)
     else:
-        target = Siprecd(plan, directory, at_rest=receiver == "siprecd+at-rest")
+        target = Siprecd(plan, directory, at_rest=receiver == "siprecd+at-rest", overrides=overrides)
     result = RunResult(target.name, plan.srtp, plan.streams)
     pid = target.start()
     if isinstance(target, Siprecd):
