@@ -29,6 +29,10 @@ from siprecd.sdp import SessionDescription
 
 log = Logger()
 
+# Seconds of audio the stereo/mono mix gathers before writing (the tick writes the rest, so a
+# crash costs the mix no more than the stream files).
+MIX_BATCH = 0.2
+
 
 class SessionMedia:
     def __init__(
@@ -139,7 +143,7 @@ class SessionMedia:
         )
         self.mix_writers = [writer]
         sink = {"stereo": writer} if mode == "stereo" else {"mono": writer}
-        self.mixer = Mixer(left.rate, right.rate, **sink)  # type: ignore[arg-type]
+        self.mixer = Mixer(left.rate, right.rate, batch=MIX_BATCH, **sink)  # type: ignore[arg-type]
         self.mix_streams = recorded
         mixer = self.mixer
         left.pcm_sink = lambda pcm: mixer.append(0, pcm)
@@ -182,6 +186,8 @@ class SessionMedia:
                     return
                 if send_reports and stream.media is not None:
                     stream.media.send_report()
+            if self.mixer is not None and not self.mixer.finished:
+                self.mixer.flush()
             for writer in self.mix_writers:
                 if not writer.finalized and writer.failed is None:
                     writer.flush()
