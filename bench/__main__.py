@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--srtp", choices=("auto", "on", "off"), default="auto",
                         help="SRTP runs too (auto: when the server has siprecd.security.srtp)")
     parser.add_argument("--receivers", default=",".join(RECEIVERS))
-    parser.add_argument("--port", type=int, default=40000, help="first RTP port of the media runs")
+    parser.add_argument("--port", type=int, default=20000, help="first RTP port of the media runs (below the ephemeral range)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a siprecd config key for the siprecd runs (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (recordings, logs)")

@@ -105,7 +105,7 @@ def against_siprecd(rates: list[int], seconds: float, directory: str, *, at_rest
     from bench.media import Siprecd
 
     # Room for every call of the largest step at once (ports, max_sessions).
-    plan = LoadPlan(calls=int(max(rates) * (seconds + 2)), rate=1, hold=0, direct_port=42000)
+    plan = LoadPlan(calls=int(max(rates) * (seconds + 2)), rate=1, hold=0, direct_port=20000)
     server = Siprecd(plan, tempfile.mkdtemp(prefix="bench-cps-", dir=directory), at_rest=at_rest, overrides=overrides)
     server.start()
     try:
