@@ -121,7 +121,7 @@ class Siprecd:
 
         self.plan = plan
         self.at_rest = at_rest
-        ports = 4 * plan.calls + 64
+        ports = 4 * plan.calls + 2048  # room for ports other processes hold
         sections: dict[str, dict[str, str]] = {
             "sip": {"rate_limit": "0", "t1": "0.5"},
             "media": {"port_min": str(plan.direct_port), "port_max": str(plan.direct_port + ports - 1)},
