@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=150, help="call arrivals per second of the media runs")
     parser.add_argument("--hold", type=float, default=6, help="seconds at full load after the last arrival")
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
-    parser.add_argument("--cps", default="100,200,300,400,600", help="call rates to step through (SIPp)")
+    parser.add_argument("--cps", default="150,300,450,600", help="call rates to step through (SIPp)")
     parser.add_argument("--cps-seconds", type=float, default=3, help="seconds of calls per call-rate step")
     parser.add_argument("--srtp", choices=("auto", "on", "off"), default="auto",
                         help="SRTP runs too (auto: when the server has siprecd.security.srtp)")
@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="siprecd-bench-")
     steps = [int(n) for n in args.streams.split(",")]
-    receivers = args.receivers.split(",")
+    receivers = [r for r in args.receivers.split(",") if r]
+    unknown = set(receivers) - set(RECEIVERS)
+    if unknown:
+        parser.error(f"--receivers: unknown {', '.join(sorted(unknown))}; known: {', '.join(RECEIVERS)}")
     srtp_modes = [False]
     if args.srtp == "on" or (args.srtp == "auto" and server_has_srtp()):
         srtp_modes.append(True)

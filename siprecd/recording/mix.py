@@ -118,10 +118,13 @@ class Mixer:
             dropped = min(side.debt, len(pcm))
             side.debt -= dropped
             pcm = pcm[dropped:]
-        side.pending += pcm
-        self._emit(self._batch_bytes)
+        pending = side.pending
+        pending += pcm
         other = self._sides[1 - channel]
-        lag = len(side.pending) - len(other.pending)
+        batch = self._batch_bytes
+        if len(pending) >= batch and len(other.pending) >= batch:
+            self._emit()
+        lag = len(pending) - len(other.pending)
         if lag > self._max_lag_bytes:
             # The other side has stalled: give it silence up to max_lag/2 behind us.
             padding = lag - self._max_lag_bytes // 2

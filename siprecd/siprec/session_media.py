@@ -8,6 +8,7 @@ its own errors so the LoopingCall never dies.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import secrets
@@ -146,8 +147,8 @@ class SessionMedia:
         self.mixer = Mixer(left.rate, right.rate, batch=MIX_BATCH, **sink)  # type: ignore[arg-type]
         self.mix_streams = recorded
         mixer = self.mixer
-        left.pcm_sink = lambda pcm: mixer.append(0, pcm)
-        right.pcm_sink = lambda pcm: mixer.append(1, pcm)
+        left.pcm_sink = functools.partial(mixer.append, 0)  # a C-level call: per packet
+        right.pcm_sink = functools.partial(mixer.append, 1)
 
     def finish_stream(self, stream: RecordedStream) -> None:
         """A stream ends (dropped by a re-offer, or the session ends): publish its file."""
