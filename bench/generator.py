@@ -301,6 +301,7 @@ class Worker:
             "failures": self.failures,
             "lag_buckets": self.lag.buckets,
             "lag_worst": self.lag.worst,
+            "cpu": time.process_time(),
         }
 
 
@@ -365,9 +366,10 @@ class Load:
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     lag = Lag()
-    merged: dict[str, Any] = {"sent": 0, "streams": 0, "targets": [], "states": {}, "failures": {}}
+    merged: dict[str, Any] = {"sent": 0, "streams": 0, "targets": [], "states": {}, "failures": {}, "cpu": 0.0}
     for report in reports:
         merged["sent"] += report["sent"]
+        merged["cpu"] += report.get("cpu", 0.0)
         merged["streams"] += report["streams"]
         merged["targets"] += report["targets"]
         for key in ("states", "failures"):

@@ -40,6 +40,7 @@ class RunResult:
     cpu_per_packet_us: float = 0.0
     rss_per_call: float = 0.0
     lag: Lag = field(default_factory=Lag)
+    generator_cpu_per_packet_us: float = 0.0  # the generator's own CPU (all its processes)
     failures: dict[str, int] = field(default_factory=dict)
     profile: probes.Profile | None = None
     profile_error: str = ""
@@ -66,6 +67,7 @@ class RunResult:
                 f"sent {self.sent} counted {self.counted} lost {self.lost}, {q}, jitter {jitter}, "
                 f"CPU {self.cpu_per_packet_us:.2f} us/packet, RSS {self.rss_per_call / 1024:.1f} KiB/call, "
                 f"generator late>5ms {self.lag.late_fraction(5) * 100:.2f}% worst {self.lag.worst * 1000:.1f} ms"
+                f" ({self.generator_cpu_per_packet_us:.1f} us CPU/packet)"
                 + (f", failures {self.failures}" if self.failures else "")
                 + ("" if self.zero_loss else "  << LOSS"))
 
@@ -206,6 +208,7 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
         ports = sorted({port for _, port in media["targets"]})
         result.queues = probes.udp_queues(ports)
         result.sent, result.lag = media["sent"], media["lag"]
+        result.generator_cpu_per_packet_us = media["cpu"] / max(1, media["sent"]) * 1e6
         result.failures = dict(media["failures"])
         counted = target.counted()
         result.jitter_ms = target.jitter()

@@ -148,11 +148,12 @@ class GeneratorTests(unittest.TestCase):
 
     def test_merge_reports(self) -> None:
         one = {"sent": 5, "streams": 2, "targets": [("h", 1)], "states": {"active": 1},
-               "failures": {"x": 1}, "lag_buckets": [1, 0, 0, 0, 0, 0, 0], "lag_worst": 0.001}
+               "failures": {"x": 1}, "cpu": 0.5, "lag_buckets": [1, 0, 0, 0, 0, 0, 0], "lag_worst": 0.001}
         two = dict(one, failures={"x": 2, "y": 1}, lag_worst=0.003)
         merged = merge_reports([one, two])
         self.assertEqual((merged["sent"], merged["streams"], merged["failures"]), (10, 4, {"x": 3, "y": 1}))
         self.assertEqual(merged["lag"].worst, 0.003)
+        self.assertEqual(merged["cpu"], 1.0)
 
 
 class ProbeTests(unittest.TestCase):
