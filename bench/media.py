@@ -44,6 +44,7 @@ class RunResult:
     failures: dict[str, int] = field(default_factory=dict)
     profile: probes.Profile | None = None
     profile_error: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -69,6 +70,7 @@ class RunResult:
                 f"generator late>5ms {self.lag.late_fraction(5) * 100:.2f}% worst {self.lag.worst * 1000:.1f} ms"
                 f" ({self.generator_cpu_per_packet_us:.1f} us CPU/packet)"
                 + (f", failures {self.failures}" if self.failures else "")
+                + "".join(f"; {note}" for note in self.notes)
                 + ("" if self.zero_loss else "  << LOSS"))
 
 
@@ -231,7 +233,8 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
         if final.get("bad"):
             result.failures["rejected by the receiver"] = final["bad"]
     elif final.get("exit"):
-        result.failures[f"twistd exit {final['exit']}"] = 1
+        # Not a loss (the counts and queues were read before), but the lead wants to know.
+        result.notes.append(f"twistd exited {final['exit']} (-9: killed after not stopping within 60 s)")
     result.counted = counted
     return result
 

@@ -52,7 +52,12 @@ def summary_line(figures: Figures) -> str:
                 continue
             carried = figures.carried(name, srtp)
             run = figures.at_most_carried(name, srtp)
-            bare = figures.at_most_carried("bare media path", srtp)
+            bare = None
+            if run is not None:
+                # CPU and jitter compared at the same stream count (the per-packet cost falls as
+                # the load rises).
+                same = [r for r in figures.of("bare media path", srtp) if r.streams == run.streams]
+                bare = same[0] if same else None
             text = f"{mode} {name}: {carried} streams zero-loss (count-only {count}, {_ratio(carried, count)})"
             if run is not None:
                 text += f", CPU {run.cpu_per_packet_us:.2f} us/pkt"
