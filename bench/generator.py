@@ -211,10 +211,12 @@ class Worker:
 
     def retransmit(self, now: float) -> None:
         for call in self.calls:
-            if call.state not in ("inviting", "bye") or now < call.retransmit_at:
+            if call.state not in ("inviting", "bye"):
                 continue
             if now - call.sent_at > INVITE_TIMEOUT:
                 self._fail(call, f"no final response to {'INVITE' if call.state == 'inviting' else 'BYE'}")
+                continue
+            if now < call.retransmit_at:
                 continue
             self._send_sip(call.invite if call.state == "inviting" else call.dialog.bye())  # type: ignore[union-attr]
             call.interval = min(call.interval * 2, 4.0)
@@ -273,19 +275,27 @@ class Worker:
                 self._fail(call, "no answer before the media end")
 
     def hang_up(self, timeout: float = 10.0) -> None:
+        """BYE every active call, paced at the arrival rate (calls end as they began, not in
+        one burst), and wait for the answers."""
         if self.plan.server is None:
             return
-        now = time.monotonic()
-        for call in self.calls:
-            if call.state == "active" and call.dialog is not None:
+        to_end = [c for c in self.calls if c.state == "active" and c.dialog is not None]
+        gap = self.plan.workers / self.plan.rate
+        next_at = time.monotonic()
+        deadline = next_at + gap * len(to_end) + timeout
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            while to_end and now >= next_at:
+                call = to_end.pop(0)
                 call.state = "bye"
                 call.sent_at = now
                 call.interval = 0.5
                 call.retransmit_at = now + 0.5
-                self._send_sip(call.dialog.bye())
-        deadline = now + timeout
-        while any(c.state == "bye" for c in self.calls) and time.monotonic() < deadline:
-            select.select([self.sip], [], [], 0.05)
+                self._send_sip(call.dialog.bye())  # type: ignore[union-attr]
+                next_at += gap
+            if not to_end and not any(c.state == "bye" for c in self.calls):
+                break
+            select.select([self.sip], [], [], min(0.05, max(0.0, next_at - now)) if to_end else 0.05)
             self.read_sip()
             self.retransmit(time.monotonic())
 

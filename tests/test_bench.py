@@ -4,6 +4,7 @@ rot silently; the benchmark itself (python -m bench) is not part of the suite.""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pylibsrtp
@@ -145,6 +146,63 @@ class GeneratorTests(unittest.TestCase):
         self.assertEqual(sum(counts), report["sent"])
         # 0.55 s of media per stream at 50/s, give or take the pacing's edges.
         self.assertTrue(all(20 <= n <= 32 for n in counts), counts)
+
+    def test_sip_calls_invite_ack_media_bye(self) -> None:
+        """Against a fake SRS (a thread answering every INVITE with a two-port SDP, every BYE
+        with 200): calls are set up, media goes to the answered ports, BYEs are answered."""
+        srs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        srs.bind(("127.0.0.1", 0))
+        srs.settimeout(0.2)
+        media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        media.bind(("127.0.0.1", 0))
+        self.addCleanup(srs.close)
+        self.addCleanup(media.close)
+        port = media.getsockname()[1]
+        seen: list[str] = []
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    data, source = srs.recvfrom(65535)
+                except OSError:
+                    continue
+                request = parse_message(data)
+                assert isinstance(request, Request)
+                seen.append(request.method)
+                if request.method == "ACK":
+                    continue
+                body = f"v=0\r\nm=audio {port} RTP/AVP 0\r\nm=audio {port} RTP/AVP 0\r\n" if request.method == "INVITE" else ""
+                head = [
+                    "SIP/2.0 200 OK", f"Via: {request.headers.get('Via')}", f"From: {request.headers.get('From')}",
+                    f"To: {request.headers.get('To')};tag=srs", f"Call-ID: {request.call_id}",
+                    f"CSeq: {request.headers.get('CSeq')}", f"Content-Length: {len(body)}",
+                ]
+                srs.sendto(("\r\n".join(head) + "\r\n\r\n" + body).encode(), source)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(stop.set)
+        plan = LoadPlan(calls=3, rate=30, hold=0.3, server=srs.getsockname(), workers=2)
+        load = Load(plan, start_delay=0.1)
+        load.start()
+        report = load.wait_media_done()
+        self.assertEqual(report["states"], {"active": 3})
+        self.assertEqual(report["targets"], [("127.0.0.1", port)] * 6)
+        ended = load.hang_up()
+        self.assertEqual((ended["states"], ended["failures"]), ({"done": 3}, {}))
+        # At least one of each per call (a loaded machine may make a timer retransmit).
+        self.assertEqual({m: seen.count(m) >= 3 for m in ("INVITE", "ACK", "BYE")}, dict.fromkeys(("INVITE", "ACK", "BYE"), True))
+        media.setblocking(False)
+        received = 0
+        while True:
+            try:
+                media.recv(2048)
+            except BlockingIOError:
+                break
+            received += 1
+        self.assertEqual(received, report["sent"])
 
     def test_merge_reports(self) -> None:
         one = {"sent": 5, "streams": 2, "targets": [("h", 1)], "states": {"active": 1},
