@@ -60,6 +60,11 @@ class RunResult:
         queues_empty = self.queues is not None and self.queues.queued_bytes == 0
         return self.sent > 0 and self.lost == 0 and queues_empty and not self.failures
 
+    @property
+    def trusted(self) -> bool:
+        """Carried with zero loss under the load as planned (the generator kept its pace)."""
+        return self.zero_loss and self.generator_ok
+
     def line(self) -> str:
         queues = self.queues
         q = f"queued {queues.queued_bytes} B in {queues.nonempty}/{queues.sockets} sockets" if queues else "queues ?"
@@ -71,7 +76,8 @@ class RunResult:
                 f" ({self.generator_cpu_per_packet_us:.1f} us CPU/packet)"
                 + (f", failures {self.failures}" if self.failures else "")
                 + "".join(f"; {note}" for note in self.notes)
-                + ("" if self.zero_loss else "  << LOSS"))
+                + ("" if self.zero_loss else "  << LOSS")
+                + ("" if self.generator_ok else "  << GENERATOR LATE: not counted"))
 
 
 class Baseline:

@@ -22,11 +22,11 @@ class Figures:
 
     def carried(self, receiver: str, srtp: bool) -> int:
         """The most streams a receiver carried with zero loss and queues empty (0: none)."""
-        return max((r.streams for r in self.of(receiver, srtp) if r.zero_loss), default=0)
+        return max((r.streams for r in self.of(receiver, srtp) if r.trusted), default=0)
 
     def at_most_carried(self, receiver: str, srtp: bool) -> RunResult | None:
         """The run at the highest step carried (the figures for CPU, memory and jitter)."""
-        carried = [r for r in self.of(receiver, srtp) if r.zero_loss]
+        carried = [r for r in self.of(receiver, srtp) if r.trusted]
         return max(carried, key=lambda r: r.streams) if carried else None
 
     def profile_text(self, result: RunResult) -> str:
