@@ -138,6 +138,8 @@ class Siprecd:
             "siprec": {"max_sessions": str(plan.calls + 100)},
             "web": {"api_token": API_TOKEN},
             "recording": {"min_free_space": "0"},
+            # Calls still up at the end are reported (see stop), not waited for.
+            "service": {"drain_timeout": "5"},
         }
         if at_rest:
             sections["encryption"] = {"enabled": "true", "key_store": "memory"}
@@ -176,8 +178,12 @@ class Siprecd:
         return sum(values) / len(values) if values else None
 
     def stop(self) -> dict[str, Any]:
+        try:
+            active = int(probes.scrape(self.metrics_url).get("siprecd_sessions_active", 0))
+        except OSError:
+            active = -1
         code = self.server.stop(timeout=60)
-        return {"exit": code}
+        return {"exit": code, "active": active}
 
 
 def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | None = None,
@@ -238,7 +244,9 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
         result.jitter_ms = final.get("jitter_ms")
         if final.get("bad"):
             result.failures["rejected by the receiver"] = final["bad"]
-    elif final.get("exit"):
+    if final.get("active"):
+        result.notes.append(f"{final['active']} session(s) still active after the BYEs (-1: unknown)")
+    if final.get("exit"):
         # Not a loss (the counts and queues were read before), but the lead wants to know.
         result.notes.append(f"twistd exited {final['exit']} (-9: killed after not stopping within 60 s)")
     result.counted = counted

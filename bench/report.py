@@ -24,10 +24,11 @@ class Figures:
         """The most streams a receiver carried with zero loss and queues empty (0: none)."""
         return max((r.streams for r in self.of(receiver, srtp) if r.trusted), default=0)
 
-    def at_most_carried(self, receiver: str, srtp: bool) -> RunResult | None:
-        """The run at the highest step carried (the figures for CPU, memory and jitter)."""
+    def least_loaded(self, receiver: str, srtp: bool) -> RunResult | None:
+        """The carried run at the lowest step: the figures for CPU, memory and jitter (near
+        saturation, CPU per packet only says "one core" and jitter says "queueing")."""
         carried = [r for r in self.of(receiver, srtp) if r.trusted]
-        return max(carried, key=lambda r: r.streams) if carried else None
+        return min(carried, key=lambda r: r.streams) if carried else None
 
     def profile_text(self, result: RunResult) -> str:
         profile = result.profile
@@ -51,7 +52,7 @@ def summary_line(figures: Figures) -> str:
             if not figures.of(name, srtp):
                 continue
             carried = figures.carried(name, srtp)
-            run = figures.at_most_carried(name, srtp)
+            run = figures.least_loaded(name, srtp)
             bare = None
             if run is not None:
                 # CPU and jitter compared at the same stream count (the per-packet cost falls as
@@ -60,12 +61,12 @@ def summary_line(figures: Figures) -> str:
                 bare = same[0] if same else None
             text = f"{mode} {name}: {carried} streams zero-loss (count-only {count}, {_ratio(carried, count)})"
             if run is not None:
-                text += f", CPU {run.cpu_per_packet_us:.2f} us/pkt"
+                text += f"; at {run.streams}: CPU {run.cpu_per_packet_us:.2f} us/pkt"
                 if bare is not None:
                     text += f" (bare path {bare.cpu_per_packet_us:.2f}, {_ratio(run.cpu_per_packet_us, bare.cpu_per_packet_us)})"
                 text += f", {run.rss_per_call / 1024:.0f} KiB/call"
                 if run.jitter_ms is not None and bare is not None and bare.jitter_ms is not None:
-                    text += f", jitter +{run.jitter_ms - bare.jitter_ms:.2f} ms"
+                    text += f", jitter {run.jitter_ms - bare.jitter_ms:+.2f} ms"
             parts.append(text)
     if figures.cps_siprecd or figures.cps_baseline:
         ours, theirs = best(figures.cps_siprecd), best(figures.cps_baseline)

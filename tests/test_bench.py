@@ -252,3 +252,21 @@ class ProbeTests(unittest.TestCase):
         self.assertEqual(profile.active_seconds, 0.1)
         self.assertEqual(profile.self_time[0], ("RTPProtocol.datagramReceived (receiver.py)", 0.6))
         self.assertEqual(profile.under, {"datagramReceived": 0.6, "doRead": 0.8})
+
+
+class SummaryTests(unittest.TestCase):
+    def test_figures_and_ratios(self) -> None:
+        from bench.media import RunResult
+        from bench.report import Figures, summary_line
+
+        figures = Figures()
+        empty = probes.Queues(1, 0, 0, 0)
+        for name, streams, cpu, queued in [("siprecd", 1000, 10.0, 0), ("siprecd", 2000, 9.0, 0), ("siprecd", 3000, 5.0, 99),
+                                           ("bare media path", 1000, 5.0, 0), ("count-only", 3000, 3.0, 0)]:
+            figures.add(RunResult(name, False, streams, sent=10, counted=10, queues=probes.Queues(1, queued, 0, 0),
+                                  cpu_per_packet_us=cpu, jitter_ms=0.75, rss_per_call=64 * 1024))
+        self.assertFalse(figures.of("siprecd", False)[2].zero_loss)  # a backlog is a loss
+        self.assertEqual(empty.queued_bytes, 0)
+        line = summary_line(figures)
+        self.assertTrue(line.startswith("summary: RTP siprecd: 2000 streams zero-loss (count-only 3000, 0.67x)"), line)
+        self.assertIn("at 1000: CPU 10.00 us/pkt (bare path 5.00, 2.00x), 64 KiB/call, jitter +0.00 ms", line)
