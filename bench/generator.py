@@ -316,15 +316,30 @@ class Worker:
 
 
 def _child(plan: LoadPlan, number: int, conn: Connection) -> None:
-    t0 = conn.recv()
-    worker = Worker(plan, number, t0)
-    conn.send("ready")
-    worker.run_media()
-    conn.send(worker.report())
-    if conn.recv() == "bye":
-        worker.hang_up()
-    conn.send(worker.report())
-    conn.close()
+    try:
+        t0 = conn.recv()
+        worker = Worker(plan, number, t0)
+        conn.send("ready")
+        worker.run_media()
+        conn.send(worker.report())
+        if conn.recv() == "bye":
+            worker.hang_up()
+        conn.send(worker.report())
+    except Exception as error:  # the parent must not wait forever on a dead worker
+        conn.send(WorkerFailed(f"generator worker {number}: {error!r}"))
+    finally:
+        conn.close()
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+def _receive(pipe: Connection) -> Any:
+    message = pipe.recv()
+    if isinstance(message, WorkerFailed):
+        raise message
+    return message
 
 
 class Load:
@@ -350,18 +365,20 @@ class Load:
         for pipe in self.pipes:
             pipe.send(self.t0)
         for pipe in self.pipes:
-            pipe.recv()
+            _receive(pipe)
         return self.t0
 
     def wait_media_done(self) -> dict[str, Any]:
         """Blocks until every worker stopped sending; their reports merged."""
-        return merge_reports([pipe.recv() for pipe in self.pipes])
+        return merge_reports([_receive(pipe) for pipe in self.pipes])
 
     def hang_up(self) -> dict[str, Any]:
         for pipe in self.pipes:
             pipe.send("bye")
-        reports = [pipe.recv() for pipe in self.pipes]
-        self.close()
+        try:
+            reports = [_receive(pipe) for pipe in self.pipes]
+        finally:
+            self.close()
         return merge_reports(reports)
 
     def close(self) -> None:

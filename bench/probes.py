@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
@@ -96,7 +97,7 @@ def record_profile(pid: int, seconds: float, output: str, rate: int = 250) -> su
     """Start ``py-spy record`` (collapsed stacks) on a running process; wait() on the result."""
     command = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
                "--rate", str(rate), "--format", "raw", "--output", output, "--nonblocking"]
-    venv_spy = os.path.join(os.path.dirname(os.sys.executable), "py-spy")  # type: ignore[attr-defined]
+    venv_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     if os.path.exists(venv_spy):
         command[0] = venv_spy
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

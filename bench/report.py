@@ -71,6 +71,9 @@ def summary_line(figures: Figures) -> str:
     if figures.cps_siprecd or figures.cps_baseline:
         ours, theirs = best(figures.cps_siprecd), best(figures.cps_baseline)
         parts.append(f"cps {ours}/s (SIPp UAS {theirs}/s, {_ratio(ours, theirs)})")
-    worst_late = max((r.lag.late_fraction(5) for r in figures.runs), default=0.0)
-    parts.append(f"generator late>5ms max {worst_late * 100:.2f}%")
+    kept = [r for r in figures.runs if r.generator_ok]
+    worst_late = max((r.lag.late_fraction(5) for r in kept), default=0.0)
+    dropped = len(figures.runs) - len(kept)
+    parts.append(f"generator late>5ms max {worst_late * 100:.2f}%"
+                 + (f" ({dropped} run(s) with a late generator not counted)" if dropped else ""))
     return "summary: " + "; ".join(parts)

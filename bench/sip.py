@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bench.rtp import crypto_attribute
+
 BOUNDARY = "bench-boundary"
 _STATUS = re.compile(rb"^SIP/2\.0 (\d{3})")
 _CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -41,8 +43,6 @@ def parse_reply(data: bytes) -> Reply | None:
 def offer(address: str, port: int, keys: tuple[bytes | None, bytes | None]) -> str:
     """Two labelled sendonly PCMU m-lines from ``port``/``port+2``, RTP/SAVP with a=crypto when
     keyed."""
-    from bench.rtp import crypto_attribute
-
     lines = ["v=0", f"o=bench 1 1 IN IP4 {address}", "s=-", f"c=IN IP4 {address}", "t=0 0"]
     for index, key in enumerate(keys):
         profile = "RTP/SAVP" if key is not None else "RTP/AVP"
