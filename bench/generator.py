@@ -140,6 +140,7 @@ class Worker:
         self.slots: list[list[Call]] = [[] for _ in range(SLOTS)]
         self.calls: list[Call] = []
         self.by_call_id: dict[str, Call] = {}
+        self.waiting: dict[int, Call] = {}  # calls with an INVITE or BYE awaiting its answer
         self.failures: dict[str, int] = {}
         rtp_port = self.rtp.getsockname()[1]
         local = self.sip.getsockname()
@@ -171,11 +172,13 @@ class Worker:
             self.failures[f"sip send: {exc.strerror}"] = self.failures.get(f"sip send: {exc.strerror}", 0) + 1
 
     def _activate(self, call: Call, targets: list[tuple[str, int]]) -> None:
+        self.waiting.pop(call.index, None)
         call.targets = targets
         call.state = "active"
         self.slots[int((self.plan.arrival(call.index) % PACKET_TIME) / SLOT) % SLOTS].append(call)
 
     def _fail(self, call: Call, reason: str) -> None:
+        self.waiting.pop(call.index, None)
         call.state = "failed"
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
@@ -205,14 +208,13 @@ class Worker:
                     call.status = reply.status
                     self._fail(call, f"INVITE answered {reply.status}")
             elif reply.method == "BYE" and call.state == "bye":
+                self.waiting.pop(call.index, None)
                 call.state = "done" if reply.status < 300 else "bye failed"
                 if reply.status >= 300:
                     self.failures[f"BYE answered {reply.status}"] = self.failures.get(f"BYE answered {reply.status}", 0) + 1
 
     def retransmit(self, now: float) -> None:
-        for call in self.calls:
-            if call.state not in ("inviting", "bye"):
-                continue
+        for call in list(self.waiting.values()):
             if now - call.sent_at > INVITE_TIMEOUT:
                 self._fail(call, f"no final response to {'INVITE' if call.state == 'inviting' else 'BYE'}")
                 continue
@@ -228,6 +230,7 @@ class Worker:
             self._activate(call, [(self.plan.address, port), (self.plan.address, port + 2)])
             return
         call.state = "inviting"
+        self.waiting[call.index] = call
         call.sent_at = now
         call.retransmit_at = now + 0.5
         self._send_sip(call.invite)
@@ -288,12 +291,13 @@ class Worker:
             while to_end and now >= next_at:
                 call = to_end.pop(0)
                 call.state = "bye"
+                self.waiting[call.index] = call
                 call.sent_at = now
                 call.interval = 0.5
                 call.retransmit_at = now + 0.5
                 self._send_sip(call.dialog.bye())  # type: ignore[union-attr]
                 next_at += gap
-            if not to_end and not any(c.state == "bye" for c in self.calls):
+            if not to_end and not self.waiting:
                 break
             select.select([self.sip], [], [], min(0.05, max(0.0, next_at - now)) if to_end else 0.05)
             self.read_sip()
