@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.generator import LoadPlan
+from bench.rtp import crypto_attribute, stream_key
 
 SIPP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp")
 
@@ -51,11 +52,30 @@ def read_stats(path: str) -> tuple[int, int]:
     return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
 
 
-def run_step(server_port: int, rate: int, seconds: float, directory: str) -> Step:
+def uac_scenario(directory: str, *, srtp: bool) -> str:
+    """The UAC scenario's path; with ``srtp``, a copy offering RTP/SAVP with an SDES key (SIPp
+    sends no media here, so one fixed key serves every call: the SRS still sets up its SRTP
+    contexts and answers with its own key)."""
+    path = os.path.join(SIPP_DIR, "siprec_uac.xml")
+    if not srtp:
+        return path
+    with open(path) as handle:
+        text = handle.read()
+    offer = "RTP/AVP 0\n      a=rtpmap:0 PCMU/8000\n"
+    if text.count(offer) != 2:
+        raise ValueError(f"{path}: expected two PCMU m-lines to turn into RTP/SAVP")
+    text = text.replace(offer, "RTP/SAVP 0\n      a=rtpmap:0 PCMU/8000\n      " + crypto_attribute(stream_key(b"sipp")) + "\n")
+    derived = os.path.join(directory, "siprec_uac_srtp.xml")
+    with open(derived, "w") as handle:
+        handle.write(text)
+    return derived
+
+
+def run_step(server_port: int, rate: int, seconds: float, directory: str, scenario: str | None = None) -> Step:
     calls = max(1, int(rate * seconds))
     stat = os.path.join(directory, f"uac-{server_port}-{rate}.csv")
     command = [
-        "sipp", "-sf", os.path.join(SIPP_DIR, "siprec_uac.xml"), "-t", "u1", "-i", "127.0.0.1",
+        "sipp", "-sf", scenario or uac_scenario(directory, srtp=False), "-t", "u1", "-i", "127.0.0.1",
         "-p", str(_free_port()), "-mp", str(_free_port()), "-r", str(rate), "-m", str(calls),
         "-l", str(calls), "-nostdin", "-recv_timeout", "8000", "-timeout", f"{int(seconds + 30)}s",
         "-max_recv_loops", "100000", "-trace_stat", "-stf", stat, "-fd", "1",
@@ -70,11 +90,12 @@ def run_step(server_port: int, rate: int, seconds: float, directory: str) -> Ste
     return Step(rate, calls, successful, failed, completed.returncode)
 
 
-def ladder(server_port: int, rates: list[int], seconds: float, directory: str) -> list[Step]:
+def ladder(server_port: int, rates: list[int], seconds: float, directory: str, *, srtp: bool = False) -> list[Step]:
     """Steps up ``rates`` until one fails; every step run is returned."""
     steps = []
+    scenario = uac_scenario(directory, srtp=srtp)
     for rate in rates:
-        step = run_step(server_port, rate, seconds, directory)
+        step = run_step(server_port, rate, seconds, directory, scenario)
         steps.append(step)
         if not step.passed:
             break
@@ -85,7 +106,7 @@ def best(steps: list[Step]) -> int:
     return max((s.rate for s in steps if s.passed), default=0)
 
 
-def against_sipp_uas(rates: list[int], seconds: float, directory: str) -> list[Step]:
+def against_sipp_uas(rates: list[int], seconds: float, directory: str, *, srtp: bool = False) -> list[Step]:
     port = _free_port()
     uas = subprocess.Popen(
         ["sipp", "-sf", os.path.join(SIPP_DIR, "uas.xml"), "-t", "u1", "-i", "127.0.0.1", "-p", str(port),
@@ -94,13 +115,13 @@ def against_sipp_uas(rates: list[int], seconds: float, directory: str) -> list[S
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=directory,
     )
     try:
-        return ladder(port, rates, seconds, directory)
+        return ladder(port, rates, seconds, directory, srtp=srtp)
     finally:
         uas.terminate()
         uas.wait(10)
 
 
-def against_siprecd(rates: list[int], seconds: float, directory: str, *, at_rest: bool,
+def against_siprecd(rates: list[int], seconds: float, directory: str, *, at_rest: bool, srtp: bool = False,
                     overrides: dict[str, dict[str, str]] | None = None) -> list[Step]:
     from bench.media import Siprecd
 
@@ -109,6 +130,6 @@ def against_siprecd(rates: list[int], seconds: float, directory: str, *, at_rest
     server = Siprecd(plan, tempfile.mkdtemp(prefix="bench-cps-", dir=directory), at_rest=at_rest, overrides=overrides)
     server.start()
     try:
-        return ladder(server.sip_address[1], rates, seconds, directory)
+        return ladder(server.sip_address[1], rates, seconds, directory, srtp=srtp)
     finally:
         server.stop()

@@ -13,6 +13,7 @@ class Figures:
     runs: list[RunResult] = field(default_factory=list)
     cps_baseline: list[Step] = field(default_factory=list)
     cps_siprecd: list[Step] = field(default_factory=list)
+    cps_srtp: bool = False  # the call-rate offers were SDES-SRTP
 
     def add(self, result: RunResult) -> None:
         self.runs.append(result)
@@ -70,7 +71,7 @@ def summary_line(figures: Figures) -> str:
             parts.append(text)
     if figures.cps_siprecd or figures.cps_baseline:
         ours, theirs = best(figures.cps_siprecd), best(figures.cps_baseline)
-        parts.append(f"cps {ours}/s (SIPp UAS {theirs}/s, {_ratio(ours, theirs)})")
+        parts.append(f"cps{' SRTP' if figures.cps_srtp else ''} {ours}/s (SIPp UAS {theirs}/s, {_ratio(ours, theirs)})")
     kept = [r for r in figures.runs if r.generator_ok]
     worst_late = max((r.lag.late_fraction(5) for r in kept), default=0.0)
     dropped = len(figures.runs) - len(kept)

@@ -3,6 +3,7 @@ rot silently; the benchmark itself (python -m bench) is not part of the suite.""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -232,8 +233,6 @@ class ProbeTests(unittest.TestCase):
         self.assertEqual(probes.udp_queues([port]).queued_bytes, 0)
 
     def test_own_cpu_and_rss(self) -> None:
-        import os
-
         self.assertGreater(probes.rss_bytes(os.getpid()), 1 << 20)
         self.assertGreaterEqual(probes.cpu_seconds(os.getpid()), 0.0)
 
@@ -270,3 +269,30 @@ class SummaryTests(unittest.TestCase):
         line = summary_line(figures)
         self.assertTrue(line.startswith("summary: RTP siprecd: 2000 streams zero-loss (count-only 3000, 0.67x)"), line)
         self.assertIn("at 1000: CPU 10.00 us/pkt (bare path 5.00, 2.00x), 64 KiB/call, jitter +0.00 ms", line)
+
+
+class CallRateTests(unittest.TestCase):
+    def test_srtp_scenario_offers_savp_with_a_key(self) -> None:
+        from bench import callrate
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        plain = callrate.uac_scenario(directory, srtp=False)
+        derived = callrate.uac_scenario(directory, srtp=True)
+        with open(plain) as handle:
+            self.assertEqual(handle.read().count("RTP/SAVP 0"), 0)
+        with open(derived) as handle:
+            text = handle.read()
+        self.assertEqual(text.count("m=audio [media_port] RTP/SAVP 0"), 1)
+        self.assertEqual(text.count("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"), 2)
+
+    def test_stat_file_counts(self) -> None:
+        from bench import callrate
+
+        path = self.mktemp()
+        with open(path, "w") as handle:
+            handle.write("StartTime;SuccessfulCall(C);FailedCall(C);\n1;5;0;\n2;9;1;\n")
+        self.assertEqual(callrate.read_stats(path), (9, 1))
+        self.assertTrue(callrate.Step(300, 900, 900, 0, 0).passed)
+        self.assertFalse(callrate.Step(300, 900, 899, 1, 1).passed)
+        self.assertEqual(callrate.best([callrate.Step(100, 1, 1, 0, 0), callrate.Step(200, 2, 1, 1, 1)]), 100)
