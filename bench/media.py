@@ -44,6 +44,7 @@ class RunResult:
     failures: dict[str, int] = field(default_factory=dict)
     profile: probes.Profile | None = None
     profile_error: str = ""
+    profile_us_per_packet: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -210,7 +211,8 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
         spy = None
         profile_path = os.path.join(directory, "profile.txt")
         if profile:
-            spy = probes.record_profile(pid, window_end - window_start - 0.2, profile_path)
+            spy_seconds = probes.profile_seconds(window_end - window_start - 0.2)
+            spy = probes.record_profile(pid, spy_seconds, profile_path)
         _sleep_until(window_end)
         cpu = probes.cpu_seconds(pid) - cpu_start
         rss_after = probes.rss_bytes(pid)
@@ -231,6 +233,9 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
             if spy.returncode == 0 and os.path.exists(profile_path):
                 with open(profile_path) as handle:
                     result.profile = probes.parse_profile(handle.read(), 250, PROFILE_MARKERS)
+                # Busy samples per packet due in the profiled seconds: py-spy's view of CPU/packet.
+                result.profile_us_per_packet = (
+                    result.profile.active_seconds / (plan.streams * spy_seconds / PACKET_TIME) * 1e6)
             else:
                 result.profile_error = error.decode(errors="replace")[-500:]
         ended = load.hang_up()

@@ -93,9 +93,14 @@ class Profile:
         return self.samples / self.rate
 
 
+def profile_seconds(seconds: float) -> int:
+    """What ``py-spy record --duration`` is given for a window of ``seconds`` (whole seconds)."""
+    return max(1, round(seconds))
+
+
 def record_profile(pid: int, seconds: float, output: str, rate: int = 250) -> subprocess.Popen[bytes]:
     """Start ``py-spy record`` (collapsed stacks) on a running process; wait() on the result."""
-    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(profile_seconds(seconds)),
                "--rate", str(rate), "--format", "raw", "--output", output, "--nonblocking"]
     venv_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     if os.path.exists(venv_spy):

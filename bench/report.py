@@ -34,7 +34,8 @@ class Figures:
     def profile_text(self, result: RunResult) -> str:
         profile = result.profile
         assert profile is not None
-        lines = [f"  py-spy: {profile.samples} samples ({profile.active_seconds:.1f} s busy); on the stack: "
+        lines = [f"  py-spy: {profile.samples} samples ({profile.active_seconds:.1f} s busy, "
+                 f"{result.profile_us_per_packet:.2f} us per packet); on the stack: "
                  + ", ".join(f"{name} {share * 100:.0f}%" for name, share in profile.under.items())]
         lines.append("  self time: " + ", ".join(f"{name} {share * 100:.0f}%" for name, share in profile.self_time[:8]))
         return "\n".join(lines)
