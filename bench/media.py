@@ -252,7 +252,7 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
     if final.get("active"):
         result.notes.append(f"{final['active']} session(s) still active after the BYEs (-1: unknown)")
     if final.get("exit"):
-        # Not a loss (the counts and queues were read before), but the lead wants to know.
+        # Not a loss (counts and queues were read before), but a stop that took SIGKILL matters.
         result.notes.append(f"twistd exited {final['exit']} (-9: killed after not stopping within 60 s)")
     result.counted = counted
     return result
