@@ -148,7 +148,13 @@ SCHEMA: dict[str, list[Key]] = {
             "false",
             "Store Opus streams as Ogg Opus (RFC 7845) without re-encoding instead of WAV.",
         ),
-        Key("chunk_size", _int(1024, 4 * 1024 * 1024), "16384", "Bytes buffered per file between writes."),
+        Key(
+            "chunk_size",
+            _int(1024, 4 * 1024 * 1024),
+            "8192",
+            "Bytes buffered per file between writes (resident memory per call grows with it: "
+            "8192 keeps a call near 64 KiB, see bench/README.md).",
+        ),
         Key(
             "flush_interval",
             _float(0.1, 60),

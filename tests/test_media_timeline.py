@@ -161,6 +161,15 @@ class OrderTests(TimelineTestCase):
         self.assertEqual(brief(events), [audio(5, 0), audio(6, 160), audio(7, 320)])
         self.assertEqual((tl.counters.too_late, tl.counters.duplicates), (1, 0))
 
+    def test_numbers_before_the_start_are_new_again_after_wrapping(self) -> None:
+        tl = timeline()
+        count = 0x10000 - 50  # from 1000 round to 950: the numbers before 1000 were sent again
+        for data, arrival in stream(range(count), seq0=1000):
+            tl.push(parse_rtp(data), arrival)
+            tl.drain()
+        tl.push(parse_rtp(rtp((1000 + count - 10) & 0xFFFF, 160 * (count - 10))), T0 + 0.02 * count)
+        self.assertEqual((tl.counters.too_late, tl.counters.duplicates), (0, 1))
+
     def test_first_packets_reordered(self) -> None:
         tl = timeline()
         events = run(tl, stream([1, 0, 2]))

@@ -155,5 +155,23 @@ class MixerTests(unittest.TestCase):
         assert_near(self, dominant_frequency(frames[:, 0], 16000), 500, 5)
         assert_near(self, dominant_frequency(frames[:, 1], 16000), 1500, 5)
 
+    def test_batched_output_is_the_same_audio_and_flush_writes_the_rest(self) -> None:
+        one, batched = Collect(), Collect()
+        plain = Mixer(8000, 8000, stereo=one)
+        mixer = Mixer(8000, 8000, stereo=batched, batch=0.2)
+        left, right = tone(700, 0.5, 8000).tobytes(), tone(900, 0.5, 8000).tobytes()
+        for start in range(0, len(left), 320):  # 20 ms packets, alternating sides
+            for m in (plain, mixer):
+                m.append(0, left[start:start + 320])
+                m.append(1, right[start:start + 320])
+        # 0.5 s in: two 0.2 s batches written, 0.1 s waiting until a flush.
+        self.assertEqual(len(batched.data), 2 * 1600 * 4)
+        mixer.flush()
+        self.assertEqual(batched.data, one.data)
+        mixer.finish()
+        plain.finish()
+        mixer.flush()  # after finish: nothing more, no error
+        self.assertEqual(batched.data, one.data)
+
     def test_needs_a_sink(self) -> None:
         self.assertRaises(ValueError, Mixer, 8000, 8000)

@@ -151,6 +151,9 @@ class Timeline:
         self._next_ext = 0
         self._highest_ext = -1
         self._lost: dict[int, None] = {}
+        # (first sequence number, counters.packets then) of the current sequence: the
+        # MAX_MISORDER numbers before it are "too late" (a dict of them cost 7.7 KiB a stream).
+        self._begun: tuple[int, int] | None = None
         self._bad: RtpPacket | None = None  # a lone packet far outside the window (A.1)
         # Packets of SSRCs that may take over, per SSRC (dict order: oldest first).
         self._candidates: dict[int, list[RtpPacket]] = {}
@@ -283,7 +286,7 @@ class Timeline:
         d = ((seq - self._next_seq + 0x8000) & 0xFFFF) - 0x8000
         if d < 0:
             if d >= -MAX_MISORDER:
-                if seq in self._lost:
+                if seq in self._lost or self._before_begin(seq):
                     self.counters.too_late += 1
                 else:
                     self.counters.duplicates += 1
@@ -345,7 +348,19 @@ class Timeline:
         shows up late is too late, not a duplicate."""
         self._held.clear()
         self._next_seq = seq
-        self._lost = {(seq - i) & 0xFFFF: None for i in range(MAX_MISORDER, 0, -1)}
+        self._lost.clear()
+        self._begun = (seq, self.counters.packets)
+
+    def _before_begin(self, seq: int) -> bool:
+        """``seq`` is one of the MAX_MISORDER numbers just before the sequence began, while the
+        sequence has not come round to them again (half the number space: then they are new)."""
+        if self._begun is None:
+            return False
+        first, packets_then = self._begun
+        if self.counters.packets - packets_then > 0x8000:
+            self._begun = None
+            return False
+        return 0 < ((first - seq) & 0xFFFF) <= MAX_MISORDER
 
     def _accept(self, packet: RtpPacket) -> None:
         if packet.sequence == self._next_seq and not self._held:

@@ -8,6 +8,7 @@ its own errors so the LoopingCall never dies.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import secrets
@@ -28,6 +29,10 @@ from siprecd.recording.wav import RecordingWriteError, WavWriter
 from siprecd.sdp import SessionDescription
 
 log = Logger()
+
+# Seconds of audio the stereo/mono mix gathers before writing (the tick writes the rest, so a
+# crash costs the mix no more than the stream files).
+MIX_BATCH = 0.2
 
 
 class SessionMedia:
@@ -159,11 +164,11 @@ class SessionMedia:
         )
         self.mix_writers = [writer]
         sink = {"stereo": writer} if mode == "stereo" else {"mono": writer}
-        self.mixer = Mixer(left.rate, right.rate, **sink)  # type: ignore[arg-type]
+        self.mixer = Mixer(left.rate, right.rate, batch=MIX_BATCH, **sink)  # type: ignore[arg-type]
         self.mix_streams = recorded
         mixer = self.mixer
-        left.pcm_sink = lambda pcm: mixer.append(0, pcm)
-        right.pcm_sink = lambda pcm: mixer.append(1, pcm)
+        left.pcm_sink = functools.partial(mixer.append, 0)  # a C-level call: per packet
+        right.pcm_sink = functools.partial(mixer.append, 1)
 
     def finish_stream(self, stream: RecordedStream) -> None:
         """A stream ends (dropped by a re-offer, or the session ends): publish its file."""
@@ -204,6 +209,8 @@ class SessionMedia:
                     return
                 if send_reports and stream.media is not None:
                     stream.media.send_report()
+            if self.mixer is not None and not self.mixer.finished:
+                self.mixer.flush()
             for writer in self.mix_writers:
                 if not writer.finalized and writer.failed is None:
                     writer.flush()
