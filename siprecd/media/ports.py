@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from siprecd.errors import ServiceUnavailable
 from siprecd.media.receiver import set_receive_buffer
+from siprecd.media.udp_port import listen_media_udp
 
 log = Logger()
 
@@ -100,11 +101,11 @@ class PortAllocator:
         if not self._probe(self._interface, port + 1):
             return None
         try:
-            rtp_port = self._reactor.listenUDP(port, rtp, interface=self._interface)
+            rtp_port = listen_media_udp(self._reactor, port, rtp, self._interface)
         except CannotListenError:
             return None  # taken by another process: skip it
         try:
-            rtcp_port = self._reactor.listenUDP(port + 1, rtcp, interface=self._interface)
+            rtcp_port = listen_media_udp(self._reactor, port + 1, rtcp, self._interface)
         except CannotListenError:
             rtp_port.stopListening()
             if getattr(rtp, "transport", None) is not None:
