@@ -103,10 +103,11 @@ class G711Decoder(Decoder):
     def __init__(self, encoding: str) -> None:
         super().__init__()
         self.encoding = encoding
-        self._convert = audioop.ulaw2lin if encoding == "PCMU" else audioop.alaw2lin
+        #: ``convert(payload, 2)``: native-order PCM (the recorder calls it directly per packet).
+        self.convert = audioop.ulaw2lin if encoding == "PCMU" else audioop.alaw2lin
 
     def decode(self, payload: bytes) -> bytes:
-        pcm = self._convert(payload, 2)
+        pcm = self.convert(payload, 2)
         return audioop.byteswap(pcm, 2) if _BIG_ENDIAN else pcm
 
 

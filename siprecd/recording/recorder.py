@@ -86,6 +86,12 @@ class StreamRecorder:
         self.passthrough = opus_passthrough and choice.codec.lower() == "opus"
         decoder = self._add_decoder(choice)
         self.rate = decoder.output_rate
+        # consume()'s fast path: (payload type, audioop converter) of the file's G.711 payload
+        # type; the converter's PCM is native order, so only where that is little-endian.
+        self._fast: tuple[int | None, Callable[[bytes, int], bytes] | None] = (None, None)
+        convert = getattr(decoder, "convert", None)
+        if convert is not None and not _BIG_ENDIAN and not self.passthrough:
+            self._fast = (choice.payload_type, convert)
         self._per_unit = decoder.samples_per_timestamp_unit
         telephone = (choice.telephone_event_pt,) if choice.telephone_event_pt is not None else ()
         self.timeline = Timeline(
@@ -140,11 +146,27 @@ class StreamRecorder:
         if self.failed is not None:
             self.timeline.drain()
             return
+        fast_pt, fast_decode = self._fast
+        write = self.writer.write
+        sink = self.pcm_sink
         try:
             for event in self.timeline.drain():
                 kind = event.kind
                 if kind == "audio":
-                    self._audio(event)  # type: ignore[arg-type]
+                    payload = event.payload  # type: ignore[union-attr]
+                    if (
+                        event.payload_type == fast_pt  # type: ignore[union-attr]
+                        and not event.skip  # type: ignore[union-attr]
+                        and len(payload) == event.duration
+                    ):
+                        # Nearly every packet: the file's own G.711, one sample per byte and
+                        # per timestamp unit, nothing to trim or pad (what _audio would check).
+                        pcm = fast_decode(payload, 2)
+                        write(pcm)
+                        if sink is not None:
+                            sink(pcm)
+                    else:
+                        self._audio(event)  # type: ignore[arg-type]
                 elif kind == "silence":
                     self._silence(event.duration)  # type: ignore[union-attr]
                 else:
