@@ -189,6 +189,23 @@ class ContextTests(SynchronousTestCase):
             self.assertRaises(SRTPError, receiver.unprotect_rtp, sender.protect_rtp(rtp(9))[:-1] + b"\0")
             self.assertRaises(SRTPError, receiver.unprotect_rtcp, report)  # unauthenticated RTCP
 
+    def test_receiver_reports_protected_without_libsrtp_are_read_by_libsrtp(self) -> None:
+        """OutboundSRTCP (one report per rtcp_interval) uses the Python transform for AES-CM
+        suites, sparing a libsrtp session per stream; a libsrtp receiver still reads it."""
+        for suite in SUITES:
+            key, salt = material(suite)
+            outbound, receiver = OutboundSRTCP(suite, key, salt), InboundSRTP(suite, key, salt)
+            self.assertEqual(outbound._context._libsrtp is None, not SUITES[suite].aead, suite)
+            for n in range(3):
+                report = build_receiver_report(7, [], "x")
+                self.assertEqual(receiver.unprotect_rtcp(outbound.protect_rtcp(report)), report, f"{suite} #{n}")
+        key, salt = material("AES_CM_128_HMAC_SHA1_80")
+        libsrtp = pylibsrtp.Session(pylibsrtp.Policy(
+            key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+        report = build_receiver_report(8, [], "x")
+        self.assertEqual(libsrtp.unprotect_rtcp(OutboundSRTCP("AES_CM_128_HMAC_SHA1_80", key, salt).protect_rtcp(report)), report)
+
     def test_srtcp_tags_of_the_32_suites(self) -> None:
         """80-bit SRTCP tags (RFC 4568) and 32-bit ones (some peers), in any order."""
         for suite in ("AES_CM_128_HMAC_SHA1_32", "AES_256_CM_HMAC_SHA1_32"):

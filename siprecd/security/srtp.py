@@ -41,6 +41,7 @@ class _Context:
         inbound: bool,
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        rtcp_only: bool = False,
     ) -> None:
         self.suite = s = suite_named(suite)
         if len(master_key) != s.key_length or len(master_salt) != s.salt_length:
@@ -51,7 +52,11 @@ class _Context:
         self._libsrtp: pylibsrtp.Session | None = None
         self._python: AESCMTransform | None = None
         plain = not (encrypt_rtp and encrypt_rtcp)
-        if s.libsrtp_profile is not None and not plain:
+        # A context that only protects the SRS's receiver reports (one per rtcp_interval) gains
+        # nothing from libsrtp's speed and would pay its ~6 KiB per stream (bench/README.md):
+        # the Python transform does AES-CM suites; AEAD ones stay with libsrtp.
+        light = rtcp_only and not s.aead
+        if s.libsrtp_profile is not None and not plain and not light:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
@@ -199,8 +204,12 @@ class InboundKeyRing:
 class OutboundSRTCP:
     """Protects the receiver reports the SRS sends, under the SRS's own SDES key."""
 
+    _rtcp_only = True
+
     def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, encrypt_rtcp: bool = True) -> None:
-        self._context = _Context(suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp)
+        self._context = _Context(
+            suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp, rtcp_only=self._rtcp_only
+        )
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._context.protect_rtcp(packet)
@@ -208,6 +217,8 @@ class OutboundSRTCP:
 
 class OutboundSRTP(OutboundSRTCP):
     """SRTP and SRTCP protection for a sender (the test SRC; tools that make SRTP captures)."""
+
+    _rtcp_only = False  # it protects RTP at packet rate: libsrtp
 
     def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, mki: bytes = b"") -> None:
         super().__init__(suite, master_key, master_salt)
