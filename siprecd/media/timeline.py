@@ -114,6 +114,17 @@ class Timeline:
     a new SSRC to take over.  ``counters``: shared with the receiver if it wants to add its own.
     """
 
+    # Slots: 40 attributes are past what an instance dict shares its keys for (CPython keeps a
+    # dict of its own per instance then): about 1.3 KiB per stream less (bench/README.md).
+    __slots__ = (
+        "_bad", "_begun", "_candidates", "_cn", "_dtmf", "_duration_of", "_end", "_finished",
+        "_frame", "_guess_seq", "_guess_ts", "_held", "_highest_ext", "_last_arrival", "_lost",
+        "_max_delay", "_min_sequential", "_next_ext", "_next_seq", "_ntp_mapping", "_origin",
+        "_out", "_pending_until", "_pt", "_reason", "_ref_arrival", "_ref_pos", "_ref_ts",
+        "_sender_report", "_special", "_ssrc", "_switch_idle", "_te", "_tolerance", "_window",
+        "anchor", "clock_rate", "counters", "source",
+    )
+
     def __init__(
         self,
         clock_rate: int,
