@@ -177,6 +177,7 @@ class Controller:
             count=self._count,
             on_tick=lambda: self.keeper.positions(session_id),
             changed=lambda: self._save(session),
+            security=self.security,
         )
         session.mix_view = media.to_json
         return media

@@ -96,7 +96,7 @@ class Resumer:
             if stream.media is not None:
                 try:
                     stream.ports = c.ports.allocate_at(stored["rtp_port"], stream.media.rtp, stream.media.rtcp)
-                    restore_security(session_id, stream, stored, c.sealer)
+                    restore_security(record, stream, stored, c.sealer)
                 except BaseException:
                     for bound in pending:
                         if bound.ports is not None:
