@@ -148,7 +148,7 @@ class StreamMedia:
         if self.security is None:
             raise ValueError("SRTP state given to a stream without a security policy")
         self.carried = carried_counters(state, indices, how)
-        return self.security.restore(state, self.carried, self, self.log_fields)
+        return self.security.restore(state, self.carried, self)
 
     def srtp_indices(self) -> dict[str, Any] | None:
         """For the periodic positions (cheap, plain: on the wire anyway): the highest SRTP

@@ -141,8 +141,12 @@ class SDES:
         line, suite = keys.line, SUITES[negotiated.suite or ""]
         flags = line.flags
         encrypt_rtp, encrypt_rtcp = "UNENCRYPTED_SRTP" not in flags, "UNENCRYPTED_SRTCP" not in flags
+        received = keys.carried.received if keys.carried is not None else None
         contexts = [
-            InboundSRTP(line.suite, k.key, k.salt, mki=k.mki, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp)
+            InboundSRTP(
+                line.suite, k.key, k.salt, mki=k.mki, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+                received=received,
+            )
             for k in line.keys
         ]
         inbound = contexts[0] if len(contexts) == 1 else InboundKeyRing(contexts)
@@ -275,6 +279,9 @@ class SecurityPolicy:
             return
         if self.methods[negotiated.method].activate(negotiated, media) and negotiated.suite:
             self.sessions[negotiated.method, negotiated.suite] += 1
+        carried = getattr(negotiated.material, "carried", None)
+        if carried is not None:
+            self._carried_on(negotiated, carried, media)
 
 
     # --- carried beyond the process (the state store) ---------------------------------------
@@ -320,17 +327,20 @@ class SecurityPolicy:
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"SRTP state of method {name!r} is damaged ({type(error).__name__}: {error})") from None
 
-    def restore(self, state: dict[str, Any], carried: Carried, media: StreamMedia, log_fields: dict[str, Any]) -> Negotiated:
-        """Carry a stream's agreement on: contexts rebuilt from the state, counted and told."""
+    def restore(self, state: dict[str, Any], carried: Carried, media: StreamMedia) -> Negotiated:
+        """Carry a stream's agreement on: contexts rebuilt from the state (see :meth:`activate`)."""
         negotiated = self.rebuild(state, carried)
-        suite = negotiated.suite or "pending"
-        problem = carried.roc_problem(negotiated.suite) if negotiated.suite else None
-        outcome = "roc_not_carried" if problem else "carried"
-        if problem:
-            log.warn("SRTP of a resumed stream: {problem}", problem=problem, **log_fields)
         self.activate(negotiated, media)
-        self.restored[negotiated.method, suite, carried.how, outcome] += 1
         return negotiated
+
+    def _carried_on(self, negotiated: Negotiated, carried: Carried, media: StreamMedia) -> None:
+        """An agreement from the state store is active again: counted, and told when its ROC
+        could not be carried (AEAD)."""
+        problem = carried.roc_problem(negotiated.suite) if negotiated.suite else None
+        if problem:
+            log.warn("SRTP of a resumed stream: {problem}", problem=problem, **media.log_fields)
+        outcome = "roc_not_carried" if problem else "carried"
+        self.restored[negotiated.method, negotiated.suite or "pending", carried.how, outcome] += 1
 
 
 def security_summary(streams: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]] | None:
