@@ -294,7 +294,9 @@ class SecurityPolicy:
         method = self.methods.get(negotiated.method)
         keys = method.export_keys(negotiated, media) if method is not None else None
         if keys is None:
-            return None
+            # Secured, but no keys yet (a DTLS handshake still running): stored as such, so a
+            # restart refuses to carry the stream on rather than record it as plain RTP.
+            return {"method": negotiated.method, "incomplete": "no SRTP keys yet (key exchange not complete)"}
         return {
             "method": negotiated.method,
             "suite": negotiated.suite or keys.get("suite"),  # DTLS: the handshake's
@@ -310,6 +312,8 @@ class SecurityPolicy:
 
         Raises ValueError naming what is wrong (an unknown method, a damaged state)."""
         name = state.get("method")
+        if "incomplete" in state:
+            raise ValueError(f"SRTP of method {name!r} cannot be carried on: {state['incomplete']}")
         method = self.methods.get(str(name))
         if method is None or not hasattr(method, "restore_material"):
             raise ValueError(f"SRTP state of method {name!r}: this build cannot restore it")

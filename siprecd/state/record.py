@@ -187,18 +187,30 @@ def srtp_indices(record: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def restore_security(
-    record: dict[str, Any], stream: RecordedStream, stored: dict[str, Any], sealer: Sealer
+    session_id: str,
+    stream: RecordedStream,
+    stored: dict[str, Any],
+    sealer: Sealer,
+    *,
+    indices: dict[str, Any] | None = None,
+    how: str = "restart",
 ) -> None:
-    """Give a resumed stream its SRTP agreement and contexts back (``StreamMedia.restore_security``);
-    the stream's choice carries the agreement on, so a re-offer with the same keys keeps it."""
-    state = open_security(record["session_id"], stored, sealer)
-    if state is None or stream.media is None:
+    """Give a resumed stream its SRTP agreement and contexts back through the media layer's
+    hook (``StreamMedia.restore_security``), with the last positions' SRTP ``indices``; the
+    stream's choice carries the agreement on, so a re-offer with the same keys keeps it."""
+    state = open_security(session_id, stored, sealer)
+    if state is None:
         return
+    context = f"{session_id}/{stream.key}/security"
+    hook = getattr(stream.media, "restore_security", None)
+    if not callable(hook):
+        raise SealError(f"{context}: the stream had SRTP state but this build cannot restore it")
     try:
-        negotiated = stream.media.restore_security(state, indices=srtp_indices(record, stream.key), how="restart")
+        negotiated = hook(state, indices=indices, how=how)
     except ValueError as error:
-        raise SealError(f"{record['session_id']}/{stream.key}/security: {error}") from None
-    stream.choice = dataclasses.replace(stream.choice, security=negotiated)
+        raise SealError(f"{context}: {error}") from None
+    if negotiated is not None:
+        stream.choice = dataclasses.replace(stream.choice, security=negotiated)
 
 
 def metadata_documents(record: dict[str, Any], sealer: Sealer) -> list[dict[str, Any]]:
