@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from siprecd.crypto.at_rest import AtRest
 from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.media.receiver import StreamMedia
+from siprecd.metrics import Metrics
 from siprecd.media.rtcp import build_receiver_report, parse_rtcp
 from siprecd.media.rtp import build_rtp, parse_rtp
 from siprecd.security.carried import SRTCP_INDEX_MARGIN
@@ -220,8 +221,9 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-class SecuredRestartTests(RedundancyTestCase):
-    """An SDES call through the controller, its process restarted on the same state store."""
+class SecuredCase(RedundancyTestCase):
+    """SDES calls through the controller, the process restarted on the same state store (the
+    key store that seals their state is kept: the same KEKs after the restart)."""
 
     suite = "AES_CM_128_HMAC_SHA1_80"
 
@@ -243,6 +245,8 @@ class SecuredRestartTests(RedundancyTestCase):
         path = default_path(self.recordings)
         return b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
 
+
+class SecuredRestartTests(SecuredCase):
     def test_restart_past_a_rollover_keeps_authenticating_and_reporting(self) -> None:
         s = SUITES[self.suite]
         key = os.urandom(s.inline_length)
@@ -285,6 +289,13 @@ class SecuredRestartTests(RedundancyTestCase):
         self.assertEqual(security["restored"]["how"], "restart")
         self.assertEqual(security["restored"]["roc"], "carried")
         self.assertEqual(self.controller.security.restored["sdes", self.suite, "restart", "carried"], 1)
+        metrics = Metrics(process=False)
+        metrics.watch_controller(self.controller)
+        exposition = metrics.exposition()[0].decode()
+        self.assertIn(
+            f'siprecd_srtp_restored_total{{how="restart",method="sdes",outcome="carried",suite="{self.suite}"}} 1.0',
+            exposition,
+        )
         # A re-offer with the same key: the same answer key, the same contexts.
         inbound = media.inbound
         again = call.reinvite(sdp_offer(savp(10000, "a", crypto(key, suite=self.suite)), version=2))
@@ -317,12 +328,12 @@ class SecuredRestartTests(RedundancyTestCase):
         self.finish()
 
 
-class SecuredAEADRestartTests(SecuredRestartTests):
+class SecuredAEADRestartTests(SecuredCase):
     """GCM past a rollover: resumed, but said loudly that its ROC could not be carried."""
 
     suite = "AEAD_AES_128_GCM"
 
-    def test_restart_past_a_rollover_keeps_authenticating_and_reporting(self) -> None:
+    def test_restart_past_a_rollover_is_said_loudly(self) -> None:
         key = os.urandom(28)
         call = Call(self)
         call.setup(sdp_offer(savp(10000, "a", crypto(key, suite=self.suite))))
@@ -340,11 +351,7 @@ class SecuredAEADRestartTests(SecuredRestartTests):
         self.finish()
 
 
-class SecuredTakeoverTests(RedundancyTestCase):
-    def setUp(self) -> None:
-        self.at_rest = AtRest(MemoryKeyStore())
-        super().setUp()
-
+class SecuredTakeoverTests(SecuredCase):
     def test_sdes_session_of_a_dead_node_taken_over_with_its_keys_and_counters(self) -> None:
         key = os.urandom(30)
         old = Call(self)
