@@ -78,7 +78,7 @@ class Carried:
                 "0 (AEAD, libsrtp)" if aead else "carried"
             )
             out["srtcp_index"] = (
-                f"new SSRC (AEAD: libsrtp numbers SRTCP from 1)" if aead or self.ssrc is None
+                "new SSRC (AEAD: libsrtp numbers SRTCP from 1)" if aead or self.ssrc is None
                 else f"continues from {self.srtcp_last + 1 + SRTCP_INDEX_MARGIN}"
             )
         return out
