@@ -200,6 +200,17 @@ class RoundTripTests(SynchronousTestCase):
             assert again is not None
             self.assertEqual(again["keys"]["rtp"]["remote_key"], base64.b64encode(keys.remote_key).decode())
 
+    def test_dtls_srtp_before_its_handshake_is_not_carried_on(self) -> None:
+        """No keys yet: stored as incomplete, refused on restore (never recorded as plain RTP)."""
+        self.policy.methods["dtls-srtp"] = DTLSSRTP(DTLSSettings(None, self.clock))  # type: ignore[arg-type]
+        media = stream_media(self.policy, self.clock)
+        media.negotiated = Negotiated("dtls-srtp", None, (), (), identity=b"i", material=None)
+        state = media.security_state()
+        self.assertEqual(state, {"method": "dtls-srtp", "incomplete": "no SRTP keys yet (key exchange not complete)"})
+        with self.assertRaises(ValueError) as caught:
+            stream_media(self.policy, self.clock).restore_security(state)  # type: ignore[arg-type]
+        self.assertIn("cannot be carried on: no SRTP keys yet", str(caught.exception))
+
     def test_positions_indices_follow_the_rollover(self) -> None:
         suite = "AES_CM_128_HMAC_SHA1_80"
         media, key, _ = self.sdes(suite)

@@ -165,7 +165,12 @@ class StreamMedia:
                 # a restored stream's first packet sits where the stored index says.
                 start = estimate_index(base[ssrc], source.base_seq) if ssrc in base else source.base_seq
                 received[str(ssrc)] = max(received.get(str(ssrc), 0), start + source.cycles + source.max_seq - source.base_seq)
-        return {"received": received, "srtcp_last": getattr(self.outbound, "last_index", 0)}
+        return {"received": received, "srtcp_last": getattr(self._report_outbound(), "last_index", 0)}
+
+    def _report_outbound(self) -> Outbound | None:
+        """The context the receiver reports are protected with (DTLS without rtcp-mux: the
+        RTCP port's own association's)."""
+        return self.outbound if self.rtcp_mux or self.rtcp_outbound is None else self.rtcp_outbound
 
     def secure_rtcp(self, inbound: Inbound | None, outbound: Outbound | None) -> None:
         """SRTCP contexts of their own for the RTCP port (None: RTCP uses :meth:`secure`'s)."""
@@ -243,7 +248,7 @@ class StreamMedia:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
         try:
-            outbound = self.outbound if self.rtcp_mux or self.rtcp_outbound is None else self.rtcp_outbound
+            outbound = self._report_outbound()
             if outbound is not None:
                 report = outbound.protect_rtcp(report)
             transport.write(report, peer)

@@ -1,10 +1,10 @@
 """SRTP state carried beyond the process: what a stream's agreement becomes in the state store,
 and the agreement rebuilt from it after a restart or on a takeover.
 
-:func:`export` turns a :class:`~siprecd.security.policy.Negotiated` (and the key exchange's own
-keys) into a JSON-able dict; the state layer seals it (it holds master keys) before it is
-stored.  :func:`rebuild` gives the agreement back with its ``restored`` detail, its material
-carrying the :class:`Carried` counters: the highest SRTP index per SSRC the SRS authenticated
+``SecurityPolicy.export`` turns a stream's agreement (and the key exchange's own keys) into a
+JSON-able dict; the state layer seals it (it holds master keys) before it is stored.
+``SecurityPolicy.rebuild`` gives the agreement back with its ``restored`` detail, its material
+carrying the :class:`Carried` counters made here: the highest SRTP index per SSRC the SRS authenticated
 (from the periodic positions, plain: sequence numbers and ROCs are on the wire anyway), the
 SRS's own SSRC and the last SRTCP index it used for its receiver reports.
 

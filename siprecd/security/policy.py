@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from siprecd.config import SecurityConfig
-from siprecd.sdp.answer import SECURE_PROTOS
 from twisted.logger import Logger
 
+from siprecd.config import SecurityConfig
+from siprecd.sdp.answer import SECURE_PROTOS
 from siprecd.security.carried import Carried, b64, unb64
 from siprecd.security.sdes import CryptoLine, KeyParams, SDESError, answer_value, parse_crypto, unusable
 from siprecd.security.srtp import InboundKeyRing, InboundSRTP, OutboundSRTCP
@@ -283,7 +283,6 @@ class SecurityPolicy:
         if carried is not None:
             self._carried_on(negotiated, carried, media)
 
-
     # --- carried beyond the process (the state store) ---------------------------------------
 
     def export(self, media: StreamMedia) -> dict[str, Any] | None:
@@ -291,8 +290,10 @@ class SecurityPolicy:
         negotiated = media.negotiated
         if negotiated is None:
             return None
-        method = self.methods.get(negotiated.method)
-        keys = method.export_keys(negotiated, media) if method is not None else None
+        export_keys = getattr(self.methods.get(negotiated.method), "export_keys", None)
+        if export_keys is None:
+            return {"method": negotiated.method, "incomplete": "this key exchange cannot be carried on"}
+        keys = export_keys(negotiated, media)
         if keys is None:
             # Secured, but no keys yet (a DTLS handshake still running): stored as such, so a
             # restart refuses to carry the stream on rather than record it as plain RTP.

@@ -64,7 +64,6 @@ class _Context:
         # transform can.  AEAD has no such path: libsrtp starts at ROC 0 / index 1 there.
         carried = bool(srtcp_next) or any(index >= CARRIED_INDEX for index in (received or {}).values())
         self.carried_on = carried and not s.aead
-        self.roc_unsupported = carried and s.aead
         if s.libsrtp_profile is not None and not plain and not self.carried_on:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
