@@ -18,6 +18,12 @@ from siprecd.security.transform import AESCMTransform, TransformError
 __all__ = ["InboundKeyRing", "InboundSRTP", "OutboundSRTCP", "OutboundSRTP", "SRTPError", "suite_named"]
 
 
+# A carried-on context whose highest index is at or above this goes through the transform:
+# its ROC is above 0, or its sequence numbers may wrap before the next packet after an outage
+# (libsrtp, knowing nothing, would take ROC 0 for whatever comes first).
+CARRIED_INDEX = 0x8000
+
+
 class SRTPError(Exception):
     """A packet that does not authenticate, is replayed, or is malformed."""
 
@@ -41,6 +47,8 @@ class _Context:
         inbound: bool,
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        received: dict[int, int] | None = None,
+        srtcp_next: dict[int, int] | None = None,
         rtcp_only: bool = False,
     ) -> None:
         self.suite = s = suite_named(suite)
@@ -52,11 +60,16 @@ class _Context:
         self._libsrtp: pylibsrtp.Session | None = None
         self._python: AESCMTransform | None = None
         plain = not (encrypt_rtp and encrypt_rtcp)
+        # A context carried on (restart, takeover) whose ROC is or may soon be above 0, or
+        # whose SRTCP index must continue: pylibsrtp 1.0 cannot be given either, the
+        # transform can.  AEAD has no such path: libsrtp starts at ROC 0 / index 1 there.
+        carried = bool(srtcp_next) or any(index >= CARRIED_INDEX for index in (received or {}).values())
+        self.carried_on = carried and not s.aead
         # A context that only protects the SRS's receiver reports (one per rtcp_interval) gains
         # nothing from libsrtp's speed and would pay its ~6 KiB per stream (bench/README.md):
-        # the Python transform does AES-CM suites; AEAD ones stay with libsrtp.
+        # the transform does AES-CM suites; AEAD ones stay with libsrtp.
         light = rtcp_only and not s.aead
-        if s.libsrtp_profile is not None and not plain and not light:
+        if s.libsrtp_profile is not None and not plain and not self.carried_on and not light:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
@@ -66,7 +79,7 @@ class _Context:
         else:
             self._python = AESCMTransform(
                 master_key, master_salt, rtp_tag=s.rtp_tag, rtcp_tag=s.rtcp_tag,
-                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp, received=received, srtcp_next=srtcp_next,
             )
         # The _32 suites: a second SRTCP context for peers that send 32-bit SRTCP tags.
         self._short_rtcp: AESCMTransform | None = None
@@ -143,9 +156,12 @@ class InboundSRTP:
         mki: bytes = b"",
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        received: dict[int, int] | None = None,
     ) -> None:
+        """``received``: SSRC -> highest SRTP index authenticated before (a context carried on)."""
         self._context = _Context(
-            suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp
+            suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+            received=received,
         )
         self.suite = self._context.suite
         self.mki = mki
@@ -202,17 +218,34 @@ class InboundKeyRing:
 
 
 class OutboundSRTCP:
-    """Protects the receiver reports the SRS sends, under the SRS's own SDES key."""
+    """Protects the receiver reports the SRS sends, under the SRS's own SDES key.
+
+    ``srtcp_next``: SSRC -> the first SRTCP index to use (a context carried on: above what the
+    peer has seen, RFC 3711 §3.3.2); ``last_index`` is the last one used, for the state store.
+    """
 
     _rtcp_only = True
 
-    def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, encrypt_rtcp: bool = True) -> None:
+    def __init__(
+        self,
+        suite: str,
+        master_key: bytes,
+        master_salt: bytes,
+        *,
+        encrypt_rtcp: bool = True,
+        srtcp_next: dict[int, int] | None = None,
+    ) -> None:
         self._context = _Context(
-            suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp, rtcp_only=self._rtcp_only
+            suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp, srtcp_next=srtcp_next,
+            rtcp_only=self._rtcp_only,
         )
+        # libsrtp and the transform both number SRTCP from 1, one per packet protected.
+        self.last_index = min((srtcp_next or {}).values(), default=1) - 1
 
     def protect_rtcp(self, packet: bytes) -> bytes:
-        return self._context.protect_rtcp(packet)
+        out = self._context.protect_rtcp(packet)
+        self.last_index += 1
+        return out
 
 
 class OutboundSRTP(OutboundSRTCP):
