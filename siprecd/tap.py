@@ -41,6 +41,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:  # noqa: N802
     from twisted.internet import reactor
 
+    from siprecd.media.udp_port import dispatch_media_directly
     from siprecd.service import make_service
 
     # twistd re-raises the SIGTERM/SIGINT that stopped it, so the exit status would be -15.  The
@@ -51,4 +52,5 @@ def makeService(options: Options) -> IService:  # noqa: N802
             reactor._exitSignal = None
 
     reactor.addSystemEventTrigger("after", "shutdown", orderly_exit)
+    dispatch_media_directly(reactor)  # RTP/RTCP readiness without a logging context per datagram
     return make_service(reactor, options.config)

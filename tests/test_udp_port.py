@@ -8,7 +8,7 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
-from siprecd.media.udp_port import MediaPort, listen_media_udp
+from siprecd.media.udp_port import MediaPort, dispatch_media_directly, listen_media_udp
 
 
 class _Collect(DatagramProtocol):
@@ -54,3 +54,38 @@ class MediaPortTests(unittest.TestCase):
         self.port.doRead()
         self.assertEqual([d for d, _ in self.protocol.got], [b"boom", b"after"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class DirectDispatchTests(unittest.TestCase):
+    """dispatch_media_directly on an epoll reactor of the test's own (not the global one)."""
+
+    def setUp(self) -> None:
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.assertTrue(dispatch_media_directly(self.reactor))
+
+    def test_media_and_other_ports_both_served(self) -> None:
+        media, other = _Collect(), _Collect()
+        media_port = listen_media_udp(self.reactor, 0, media, "127.0.0.1")
+        other_port = self.reactor.listenUDP(0, other, interface="127.0.0.1")  # Twisted's own Port
+        self.assertIsInstance(media_port, MediaPort)
+        self.assertNotIsInstance(other_port, MediaPort)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.sendto(b"rtp", ("127.0.0.1", media_port.getHost().port))
+        sender.sendto(b"sip", ("127.0.0.1", other_port.getHost().port))
+        for _ in range(20):  # a few turns: each readiness is one event
+            self.reactor.doIteration(0.05)
+            if media.got and other.got:
+                break
+        self.assertEqual([d for d, _ in media.got], [b"rtp"])
+        self.assertEqual([d for d, _ in other.got], [b"sip"])
+        media_port.stopListening()
+        other_port.stopListening()
+
+    def test_other_reactors_left_alone(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.assertFalse(dispatch_media_directly(Clock()))
