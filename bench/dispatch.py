@@ -1,6 +1,6 @@
 """What one datagram costs the reactor before siprecd's media path sees it, three ways.
 
-    python -m bench.dispatch [--ports 1000] [--seconds 9] [--rounds 2] [--port 24000]
+    python -m bench.dispatch [--ports 1000] [--seconds 9] [--rounds 2] [--port 28500]
 
 Each variant runs in a process of its own (a reactor per process): ``--ports`` UDP ports on
 loopback with a protocol that only counts, fed one 172-byte datagram per port every 20 ms by a
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ports", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=9)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--port", type=int, default=24000, help="first UDP port")
+    parser.add_argument("--port", type=int, default=28500, help="first UDP port (below the ephemeral range)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # the child's
     args = parser.parse_args(argv)
     if args.variant:
