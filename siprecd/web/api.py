@@ -35,6 +35,7 @@ from siprecd.crypto.at_rest import AtRest
 from siprecd.metadata import senders_by_label, summarize
 from siprecd.recording.session import iso_utc
 from siprecd.security.policy import security_summary
+from siprecd.web.audio import serve_audio
 from siprecd.web.catalog import (
     Entry,
     PrivateUnreadable,
@@ -44,7 +45,6 @@ from siprecd.web.catalog import (
     read_private,
     valid_session_id,
 )
-from siprecd.web.audio import serve_audio
 from siprecd.web.errors import ApiError
 
 if TYPE_CHECKING:
@@ -309,9 +309,7 @@ class ApiResource(Resource):
             if not number.isdigit() or not 1 <= int(number) <= len(segments):
                 raise ApiError(404, f"{what} of recording {session_id} has segments 1..{len(segments)}, not {number!r}")
             name = segments[int(number) - 1]
-        return serve_audio(
-            request, entry.directory, name, what, session_id, decrypt=self._decrypt, keys=self._keys()
-        )
+        return serve_audio(request, entry.directory, name, what, session_id, decrypt=self._decrypt, keys=self._keys())
 
 
 # --- helpers ---------------------------------------------------------------------------------
