@@ -3,7 +3,10 @@
 pylibsrtp (libsrtp with OpenSSL, ~0.5 us per packet) runs every suite it has;
 :class:`~siprecd.security.transform.AESCMTransform` runs the AES-256-CM suites, the
 UNENCRYPTED_* variants and SRTCP with 32-bit tags, which some peers send for the _32 suites
-(RFC 4568 says 80).  Nothing here logs: callers count failures, key material stays inside.
+(RFC 4568 says 80).  An explicit ``initial_roc`` (a stream resumed past a rollover, which
+pylibsrtp 1.0 cannot be told) puts every suite on the Python path: AES-CM there, or
+:class:`~siprecd.security.gcm.AESGCMTransform` for the AEAD suites.  Nothing here logs:
+callers count failures, key material stays inside.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 
 import pylibsrtp
 
+from siprecd.security.gcm import AESGCMTransform
 from siprecd.security.suites import SUITES, Suite
 from siprecd.security.transform import AESCMTransform, TransformError
 
@@ -41,6 +45,7 @@ class _Context:
         inbound: bool,
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        initial_roc: int | None = None,
     ) -> None:
         self.suite = s = suite_named(suite)
         if len(master_key) != s.key_length or len(master_salt) != s.salt_length:
@@ -49,19 +54,21 @@ class _Context:
                 f"got {len(master_key)} and {len(master_salt)}"
             )
         self._libsrtp: pylibsrtp.Session | None = None
-        self._python: AESCMTransform | None = None
+        self._python: AESCMTransform | AESGCMTransform | None = None
         plain = not (encrypt_rtp and encrypt_rtcp)
-        if s.libsrtp_profile is not None and not plain:
+        if s.libsrtp_profile is not None and not plain and initial_roc is None:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
             )
-        elif s.aead:
+        elif s.aead and plain:
             raise ValueError(f"{s.name} cannot be used without encryption")
+        elif s.aead:
+            self._python = AESGCMTransform(master_key, master_salt, initial_roc=initial_roc or 0)
         else:
             self._python = AESCMTransform(
                 master_key, master_salt, rtp_tag=s.rtp_tag, rtcp_tag=s.rtcp_tag,
-                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp, initial_roc=initial_roc or 0,
             )
         # The _32 suites: a second SRTCP context for peers that send 32-bit SRTCP tags.
         self._short_rtcp: AESCMTransform | None = None
@@ -113,6 +120,15 @@ class _Context:
         raise SRTPError(f"SRTCP unprotect failed: {failure}")
 
 
+def _mki_tags(suite: Suite, rtcp: bool) -> list[int]:
+    """How many bytes follow the MKI: RFC 3711's tag (either SRTCP length of the _32 suites);
+    0 for AEAD, whose MKI ends the packet after the tag (SRTP) or the index (SRTCP), RFC 7714
+    §8/§9 as libsrtp writes it."""
+    if suite.aead:
+        return [0]
+    return sorted({suite.rtcp_tag, suite.rtp_tag}, reverse=True) if rtcp else [suite.rtp_tag]
+
+
 def _strip_mki(packet: bytes, mki: bytes, tag: int, what: str) -> bytes:
     # RFC 3711 §3.1: the MKI sits between the authenticated portion and the tag, unauthenticated.
     end = len(packet) - tag
@@ -126,7 +142,9 @@ class InboundSRTP:
 
     ``mki``: the key's Master Key Identifier when the SDES line gave one (the packets carry it).
     ``encrypt_rtp``/``encrypt_rtcp`` False: the UNENCRYPTED_SRTP/SRTCP session parameters
-    (authentication only).
+    (authentication only).  ``initial_roc``: the ROC of a stream resumed after a restart (for
+    SSRCs not heard yet); given, the Python transforms run every suite (libsrtp cannot start
+    above ROC 0), slower per packet; None (the default) keeps libsrtp's fast path.
     """
 
     def __init__(
@@ -138,22 +156,29 @@ class InboundSRTP:
         mki: bytes = b"",
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        initial_roc: int | None = None,
     ) -> None:
         self._context = _Context(
-            suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp
+            suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+            initial_roc=initial_roc,
         )
         self.suite = self._context.suite
         self.mki = mki
 
+    @property
+    def on_libsrtp(self) -> bool:
+        """True on pylibsrtp's fast path, False on siprecd's own transforms."""
+        return self._context._libsrtp is not None
+
     def unprotect_rtp(self, packet: bytes) -> bytes:
         if self.mki:
-            packet = _strip_mki(packet, self.mki, self.suite.rtp_tag, "SRTP")
+            packet = _strip_mki(packet, self.mki, _mki_tags(self.suite, rtcp=False)[0], "SRTP")
         return self._context.rtp(packet, protect=False)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         if self.mki:
             # The MKI precedes the tag, whose length (for the _32 suites) is one of two.
-            for tag in sorted({self.suite.rtcp_tag, self.suite.rtp_tag}, reverse=True):
+            for tag in _mki_tags(self.suite, rtcp=True):
                 try:
                     return self._context.unprotect_rtcp(_strip_mki(packet, self.mki, tag, "SRTCP"))
                 except SRTPError:
@@ -183,12 +208,11 @@ class InboundKeyRing:
         return picked
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
-        return self._pick(packet, [self.contexts[0].suite.rtp_tag])[0].unprotect_rtp(packet)
+        return self._pick(packet, _mki_tags(self.contexts[0].suite, rtcp=False))[0].unprotect_rtp(packet)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
-        suite = self.contexts[0].suite
         failure: SRTPError | None = None
-        for context in self._pick(packet, sorted({suite.rtcp_tag, suite.rtp_tag})):
+        for context in self._pick(packet, _mki_tags(self.contexts[0].suite, rtcp=True)):
             try:
                 return context.unprotect_rtcp(packet)
             except SRTPError as error:
@@ -212,7 +236,7 @@ class OutboundSRTP(OutboundSRTCP):
     def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, mki: bytes = b"") -> None:
         super().__init__(suite, master_key, master_salt)
         self.mki = mki
-        self._tag = self._context.suite.rtp_tag
+        self._tag = _mki_tags(self._context.suite, rtcp=False)[0]
 
     def protect_rtp(self, packet: bytes) -> bytes:
         out = self._context.rtp(packet, protect=True)
