@@ -197,6 +197,7 @@ class TransformTests(SynchronousTestCase):
         self.assertRaises(ValueError, AESGCMTransform, b"\0" * 16, b"\0" * 12, initial_roc=-1)
         self.assertRaises(ValueError, AESGCMTransform, b"\0" * 16, b"\0" * 12, initial_roc=1 << 32)
         self.assertRaises(ValueError, AESGCMTransform, b"\0" * 16, b"\0" * 12, received={1: 1 << 48})
+        self.assertRaises(ValueError, InboundSRTP, "AES_256_CM_HMAC_SHA1_80", b"\0" * 32, b"\0" * 14, initial_roc=-1)
 
 
 class ResumeTests(SynchronousTestCase):

@@ -28,6 +28,7 @@ from siprecd.security.replay import (
     accept_rtcp,
     accept_rtp,
     check_replay,
+    check_roc,
     next_srtcp_index,
     receive_index,
     send_index,
@@ -38,7 +39,6 @@ __all__ = ["AESGCMTransform", "SessionKeys", "rtcp_iv", "rtp_iv", "session_keys"
 
 TAG = 16
 _E_FLAG = 0x80000000
-_MAX_ROC = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,12 @@ class AESGCMTransform:
         srtcp_next: Mapping[int, int] | None,
         encrypt_rtcp: bool,
     ) -> None:
-        if not 0 <= initial_roc <= _MAX_ROC:
-            raise ValueError(f"initial_roc {initial_roc} is not a 32-bit rollover counter")
         for ssrc, index in (received or {}).items():
             if not 0 <= index < 1 << 48:
                 raise ValueError(f"highest index {index} for SSRC {ssrc:#010x} is not a 48-bit SRTP index")
         self._rtp_aead, self._rtp_salt = AESGCM(keys.rtp_key), keys.rtp_salt
         self._rtcp_aead, self._rtcp_salt = AESGCM(keys.rtcp_key), keys.rtcp_salt
-        self.initial_roc = initial_roc
+        self.initial_roc = check_roc(initial_roc)
         self.encrypt_rtcp = encrypt_rtcp
         self._rtp: dict[int, RtpState] = {ssrc: RtpState.at(index) for ssrc, index in (received or {}).items()}
         self._rtcp: dict[int, tuple[int, int]] = {}  # SSRC -> (highest index, window)

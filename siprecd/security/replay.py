@@ -19,6 +19,7 @@ __all__ = [
     "accept_rtp",
     "advance",
     "check_replay",
+    "check_roc",
     "next_srtcp_index",
     "receive_index",
     "send_index",
@@ -42,6 +43,13 @@ class RtpState:
     def at(cls, index: int) -> RtpState:
         """A receiver that has authenticated ``index`` (a context carried on after a restart)."""
         return cls(index >> 16, index & 0xFFFF, 1)
+
+
+def check_roc(roc: int) -> int:
+    """``roc`` itself if it is a 32-bit rollover counter; ValueError otherwise."""
+    if not 0 <= roc <= 0xFFFFFFFF:
+        raise ValueError(f"initial_roc {roc} is not a 32-bit rollover counter")
+    return roc
 
 
 def send_index(states: dict[int, RtpState], ssrc: int, seq: int, first_roc: int = 0) -> int:

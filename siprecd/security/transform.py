@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from siprecd.security.replay import REPLAY_WINDOW, RTCP_INDEX_MASK as _RTCP_INDEX_MASK, RtpState as _RtpState
 from siprecd.security.replay import (
-    TransformError, accept_rtcp, accept_rtp, check_replay, next_srtcp_index,
+    TransformError, accept_rtcp, accept_rtp, check_replay, check_roc, next_srtcp_index,
     receive_index, send_index,
 )
 
@@ -94,7 +94,7 @@ class AESCMTransform:
         self.rtcp_tag = rtcp_tag
         self.encrypt_rtp = encrypt_rtp
         self.encrypt_rtcp = encrypt_rtcp
-        self.initial_roc = initial_roc
+        self.initial_roc = check_roc(initial_roc)
         self._rtp: dict[int, _RtpState] = {}  # receiver state per SSRC
         self._rtcp: dict[int, tuple[int, int]] = {}  # SSRC -> (highest index, window)
         self._send_rtp: dict[int, _RtpState] = {}
