@@ -106,6 +106,11 @@ HELP = {
         "suite: one per stream when it is first secured and one per rekey (a re-offer with a new "
         "key); a re-offer with the same key keeps its context and is not counted."
     ),
+    "srtp_restored": (
+        "SRTP agreements carried on from the state store, by method, suite, how (restart, "
+        "replaces) and outcome: carried (keys, ROC and SRTCP index continued), roc_not_carried "
+        "(an AEAD suite past a rollover: pylibsrtp cannot be given the ROC, see the log)."
+    ),
     "srtp_auth_failures": (
         "Packets dropped on secured streams because they did not authenticate (forged, replayed, "
         "under an unknown key or MKI, or sent unprotected), by kind: rtp (SRTP) or rtcp (SRTCP)."
@@ -351,6 +356,11 @@ class _ComponentCollector(Collector):
             yield _labelled(
                 "siprecd_srtp_sessions", "srtp_sessions", ("method", "suite"), controller.security.sessions
             )
+            if controller.security.restored:
+                yield _labelled(
+                    "siprecd_srtp_restored", "srtp_restored", ("method", "suite", "how", "outcome"),
+                    controller.security.restored,
+                )
             yield _labelled("siprecd_srtp_auth_failures", "srtp_auth_failures", ("kind",), m.srtp_auth_failures())
             free = disk_free(controller.config.recording.directory)
             if free is not None:

@@ -117,7 +117,7 @@ class SealingTests(SynchronousTestCase):
 
 
 class FakeSecureMedia:
-    """A StreamMedia as the srtp branch will have it: security_state() and the restore hook."""
+    """A StreamMedia's two SRTP state hooks: security_state() and restore_security()."""
 
     def __init__(self, state: dict | None = None) -> None:
         self.state = state
@@ -127,7 +127,7 @@ class FakeSecureMedia:
     def security_state(self) -> dict | None:
         return self.state
 
-    def restore_security(self, state: dict) -> None:
+    def restore_security(self, state: dict, **carried: object) -> None:
         self.restored.append(state)
 
 

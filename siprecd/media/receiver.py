@@ -30,7 +30,9 @@ from siprecd.media.demux import DTLS, classify
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
+from siprecd.security.carried import Carried, carried_counters
 from siprecd.security.srtp import SRTPError
+from siprecd.security.transform import estimate_index
 
 
 class Inbound(Protocol):
@@ -79,8 +81,12 @@ class StreamMedia:
         rekey_grace: float = 0.0,
         log_fields: dict[str, Any] | None = None,
         changed: Callable[[], None] = lambda: None,
+        security: Any = None,
     ) -> None:
         self.clock = clock
+        # The SecurityPolicy: exports and restores this stream's agreement for the state store.
+        self.security = security
+        self.carried: Carried | None = None  # the counters a restored agreement started from
         self.changed = changed  # state worth a session.json rewrite changed (keys arrived, say)
         self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
         self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
@@ -127,6 +133,44 @@ class StreamMedia:
                 self._grace_call = self.clock.callLater(self.rekey_grace, self._end_grace)
         self.inbound = inbound
         self.outbound = outbound
+
+    def security_state(self) -> dict[str, Any] | None:
+        """What rebuilds this stream's SRTP contexts after a restart or on another node (key
+        material: the state layer seals it); None for plain RTP or before DTLS has keys."""
+        if self.security is None or self.negotiated is None:
+            return None
+        state: dict[str, Any] | None = self.security.export(self)
+        return state
+
+    def restore_security(self, state: dict[str, Any], *, indices: dict[str, Any] | None = None, how: str = "restart") -> Any:
+        """Carry on from :meth:`security_state`'s dict (and the last positions' ``indices``):
+        the contexts are rebuilt, their ROC and SRTCP index continued; returns the agreement."""
+        if self.security is None:
+            raise ValueError("SRTP state given to a stream without a security policy")
+        self.carried = carried_counters(state, indices, how)
+        return self.security.restore(state, self.carried, self)
+
+    def srtp_indices(self) -> dict[str, Any] | None:
+        """For the periodic positions (cheap, plain: on the wire anyway): the highest SRTP
+        index per SSRC the stream authenticated, and the last SRTCP index of its own reports."""
+        if self.inbound is None:
+            return None
+        base = self.carried.received if self.carried is not None else {}
+        received = {str(ssrc): index for ssrc, index in base.items()}
+        if self.stats is not None:
+            for ssrc, source in self.stats.sources.items():
+                if source.probation:
+                    continue  # not a valid source yet (RFC 3550 A.1): nothing to count from
+                # RFC 3550's cycles count the rollovers since the first packet (ROC 0 then);
+                # a restored stream's first packet sits where the stored index says.
+                start = estimate_index(base[ssrc], source.base_seq) if ssrc in base else source.base_seq
+                received[str(ssrc)] = max(received.get(str(ssrc), 0), start + source.cycles + source.max_seq - source.base_seq)
+        return {"received": received, "srtcp_last": getattr(self._report_outbound(), "last_index", 0)}
+
+    def _report_outbound(self) -> Outbound | None:
+        """The context the receiver reports are protected with (DTLS without rtcp-mux: the
+        RTCP port's own association's)."""
+        return self.outbound if self.rtcp_mux or self.rtcp_outbound is None else self.rtcp_outbound
 
     def secure_rtcp(self, inbound: Inbound | None, outbound: Outbound | None) -> None:
         """SRTCP contexts of their own for the RTCP port (None: RTCP uses :meth:`secure`'s)."""
@@ -204,7 +248,7 @@ class StreamMedia:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
         try:
-            outbound = self.outbound if self.rtcp_mux or self.rtcp_outbound is None else self.rtcp_outbound
+            outbound = self._report_outbound()
             if outbound is not None:
                 report = outbound.protect_rtcp(report)
             transport.write(report, peer)

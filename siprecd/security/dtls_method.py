@@ -31,7 +31,8 @@ from siprecd.security.dtls_sdp import (
     plan_answer,
 )
 from siprecd.security.dtls_stream import DTLSSettings, StreamDTLS
-from siprecd.security.policy import Negotiated
+from siprecd.security.carried import Carried, b64, unb64
+from siprecd.security.policy import Negotiated, carry_ssrc
 from siprecd.security.srtp import InboundSRTP, OutboundSRTCP, SRTPError
 from siprecd.security.suites import DTLS_PROFILES
 
@@ -66,6 +67,42 @@ class _Plan:
     remote: tuple[str, int] | None  # the offer's media address, None on hold
     rtcp_remote: tuple[str, int] | None  # its RTCP address (a=rtcp, else RTP port + 1)
     rtcp_mux: bool
+
+
+@dataclass(frozen=True)
+class _CarriedKeys:
+    """A DTLS-SRTP agreement carried on (restart, takeover): the association is gone, its
+    exported SRTP keys are not.  A re-offer with the same identity keeps them; a new one
+    (new tls-id, fingerprint or setup) starts a new handshake."""
+
+    rtp: SRTPKeys
+    rtcp: SRTPKeys | None  # the RTCP port's own association (no rtcp-mux)
+    rtcp_mux: bool
+    carried: Carried
+
+
+def _keys_json(keys: SRTPKeys) -> dict[str, str]:
+    return {
+        "profile": keys.profile,
+        "remote_key": b64(keys.remote_key),
+        "remote_salt": b64(keys.remote_salt),
+        "local_key": b64(keys.local_key),
+        "local_salt": b64(keys.local_salt),
+    }
+
+
+def _keys_from(stored: dict[str, str]) -> SRTPKeys:
+    if stored["profile"] not in DTLS_PROFILES:
+        raise ValueError(f"unknown DTLS-SRTP profile {stored['profile']!r}")
+    return SRTPKeys(
+        stored["profile"], unb64(stored["remote_key"]), unb64(stored["remote_salt"]),
+        unb64(stored["local_key"]), unb64(stored["local_salt"]),
+    )
+
+
+def _exported(dtls: StreamDTLS | None) -> SRTPKeys | None:
+    endpoint = dtls.endpoint if dtls is not None else None
+    return endpoint.keys if endpoint is not None else None
 
 
 def dtls_profiles(suites: tuple[str, ...]) -> tuple[str, ...]:
@@ -162,6 +199,8 @@ class DTLSSRTP:
         )
 
     def activate(self, negotiated: Negotiated, media: StreamMedia) -> bool:
+        if isinstance(negotiated.material, _CarriedKeys):
+            return self._carry_on(negotiated.material, media)
         plan: _Plan = negotiated.material
         media.rtcp_mux = plan.rtcp_mux
         if media.inbound is None:
@@ -178,6 +217,42 @@ class DTLSSRTP:
                 media.dtls_rtcp = self._stream(media, RTCP)
             media.dtls_rtcp.start(plan.offer, plan.answer, media.rtcp.peer or plan.rtcp_remote)
         return False  # the contexts come with the handshake; counted then
+
+    def _carry_on(self, carried: _CarriedKeys, media: StreamMedia) -> bool:
+        media.rtcp_mux = carried.rtcp_mux
+        for component, keys in ((RTP, carried.rtp), (RTCP, carried.rtcp)):
+            if keys is None:
+                continue
+            suite = DTLS_PROFILES[keys.profile]
+            received = carried.carried.received if component == RTP else None
+            srtcp_next = carry_ssrc(media, carried.carried, suite)
+            inbound = InboundSRTP(suite, keys.remote_key, keys.remote_salt, received=received)
+            outbound = OutboundSRTCP(suite, keys.local_key, keys.local_salt, srtcp_next=srtcp_next)
+            (media.secure if component == RTP else media.secure_rtcp)(inbound, outbound)
+        return True
+
+    def export_keys(self, negotiated: Negotiated, media: StreamMedia) -> dict[str, Any] | None:
+        material = negotiated.material
+        rtp, rtcp = _exported(media.dtls), _exported(media.dtls_rtcp)
+        rtcp_mux = media.rtcp_mux
+        if rtp is None and isinstance(material, _CarriedKeys):
+            rtp, rtcp, rtcp_mux = material.rtp, material.rtcp, material.rtcp_mux
+        if rtp is None:
+            return None  # no handshake yet: nothing to carry (a resumed stream waits for one)
+        return {
+            "suite": DTLS_PROFILES[rtp.profile],
+            "rtp": _keys_json(rtp),
+            "rtcp": _keys_json(rtcp) if rtcp is not None else None,
+            "rtcp_mux": rtcp_mux,
+        }
+
+    def restore_material(self, keys: dict[str, Any], carried: Carried) -> Any:
+        return _CarriedKeys(
+            _keys_from(keys["rtp"]),
+            _keys_from(keys["rtcp"]) if keys.get("rtcp") else None,
+            bool(keys["rtcp_mux"]),
+            carried,
+        )
 
     def deactivate(self, media: StreamMedia) -> None:
         """The stream is no longer DTLS-SRTP (a re-offer chose another method, or plain)."""

@@ -15,9 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.logger import Logger
+
 from siprecd.config import SecurityConfig
 from siprecd.sdp.answer import SECURE_PROTOS
-from siprecd.security.sdes import CryptoLine, SDESError, answer_value, parse_crypto, unusable
+from siprecd.security.carried import Carried, b64, unb64
+from siprecd.security.sdes import CryptoLine, KeyParams, SDESError, answer_value, parse_crypto, unusable
 from siprecd.security.srtp import InboundKeyRing, InboundSRTP, OutboundSRTCP
 from siprecd.security.suites import SUITES
 
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from siprecd.sdp.model import MediaDescription, SessionDescription
 
 __all__ = ["KeyExchange", "Negotiated", "SDES", "SecurityPolicy", "default_methods"]
+
+log = Logger()
 
 # How an offer shows a method, for methods no KeyExchange is registered for (refused by name).
 _DETECT: dict[str, Callable[[MediaDescription, SessionDescription], bool]] = {
@@ -67,11 +72,18 @@ class KeyExchange(Protocol):
     def activate(self, negotiated: Negotiated, media: StreamMedia) -> bool:
         """Install (or start making) the stream's contexts; True if new contexts were made."""
 
+    def export_keys(self, negotiated: Negotiated, media: StreamMedia) -> dict[str, Any] | None:
+        """The method's keys of a stream as JSON (sealed by the caller), None: nothing to carry."""
+
+    def restore_material(self, keys: dict[str, Any], carried: Carried) -> Any:
+        """The ``material`` of an agreement carried on from :meth:`export_keys`'s dict."""
+
 
 @dataclass(frozen=True)
 class _SdesKeys:
     line: CryptoLine
     local: bytes = field(repr=False)  # the SRS's key||salt
+    carried: Carried | None = None  # counters to start from (restart, takeover)
 
 
 class SDES:
@@ -129,14 +141,60 @@ class SDES:
         line, suite = keys.line, SUITES[negotiated.suite or ""]
         flags = line.flags
         encrypt_rtp, encrypt_rtcp = "UNENCRYPTED_SRTP" not in flags, "UNENCRYPTED_SRTCP" not in flags
+        received = keys.carried.received if keys.carried is not None else None
         contexts = [
-            InboundSRTP(line.suite, k.key, k.salt, mki=k.mki, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp)
+            InboundSRTP(
+                line.suite, k.key, k.salt, mki=k.mki, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+                received=received,
+            )
             for k in line.keys
         ]
         inbound = contexts[0] if len(contexts) == 1 else InboundKeyRing(contexts)
         local_key, local_salt = keys.local[: suite.key_length], keys.local[suite.key_length:]
-        media.secure(inbound, OutboundSRTCP(line.suite, local_key, local_salt, encrypt_rtcp=encrypt_rtcp))
+        srtcp_next = carry_ssrc(media, keys.carried, suite.name)
+        media.secure(
+            inbound,
+            OutboundSRTCP(line.suite, local_key, local_salt, encrypt_rtcp=encrypt_rtcp, srtcp_next=srtcp_next),
+        )
         return True
+
+    def export_keys(self, negotiated: Negotiated, media: StreamMedia) -> dict[str, Any] | None:
+        keys: _SdesKeys = negotiated.material
+        line = keys.line
+        return {
+            "line": {
+                "tag": line.tag,
+                "suite": line.suite,
+                "params": list(line.params),
+                "keys": [
+                    {"key": b64(k.key), "salt": b64(k.salt), "lifetime": k.lifetime, "mki": b64(k.mki)}
+                    for k in line.keys
+                ],
+            },
+            "local": b64(keys.local),
+        }
+
+    def restore_material(self, keys: dict[str, Any], carried: Carried) -> Any:
+        stored = keys["line"]
+        line = CryptoLine(
+            tag=int(stored["tag"]),
+            suite=str(stored["suite"]),
+            keys=tuple(
+                KeyParams(unb64(k["key"]), unb64(k["salt"]), k["lifetime"], unb64(k["mki"])) for k in stored["keys"]
+            ),
+            params=tuple(stored["params"]),
+        )
+        return _SdesKeys(line, unb64(keys["local"]), carried)
+
+
+def carry_ssrc(media: StreamMedia, carried: Carried | None, suite: str) -> dict[int, int] | None:
+    """A context carried on keeps the SRS's SSRC, its SRTCP index continuing above what the SRC
+    has seen (RFC 3711 §3.3.2).  AEAD (libsrtp only, numbering from 1): a fresh SSRC instead,
+    whose index space is new, so no report is refused as a replay and no IV repeats."""
+    if carried is None or carried.ssrc is None or SUITES[suite].aead:
+        return None
+    media.ssrc = carried.ssrc
+    return carried.srtcp_next()
 
 
 def default_methods() -> dict[str, KeyExchange]:
@@ -164,6 +222,8 @@ class SecurityPolicy:
         self.methods = dict(default_methods() if methods is None else methods)
         self.random_bytes = random_bytes
         self.sessions: Counter[tuple[str, str]] = Counter()  # (method, suite) -> contexts made
+        # (method, suite, how, outcome) -> agreements carried on after a restart or takeover
+        self.restored: Counter[tuple[str, str, str, str]] = Counter()
 
     def decide(self, m: MediaDescription, session: SessionDescription) -> Decision:
         config = self.config
@@ -219,6 +279,73 @@ class SecurityPolicy:
             return
         if self.methods[negotiated.method].activate(negotiated, media) and negotiated.suite:
             self.sessions[negotiated.method, negotiated.suite] += 1
+        carried = getattr(negotiated.material, "carried", None)
+        if carried is not None:
+            self._carried_on(negotiated, carried, media)
+
+    # --- carried beyond the process (the state store) ---------------------------------------
+
+    def export(self, media: StreamMedia) -> dict[str, Any] | None:
+        """What rebuilds the stream's contexts elsewhere or later (secret: the caller seals it)."""
+        negotiated = media.negotiated
+        if negotiated is None:
+            return None
+        export_keys = getattr(self.methods.get(negotiated.method), "export_keys", None)
+        if export_keys is None:
+            return {"method": negotiated.method, "incomplete": "this key exchange cannot be carried on"}
+        keys = export_keys(negotiated, media)
+        if keys is None:
+            # Secured, but no keys yet (a DTLS handshake still running): stored as such, so a
+            # restart refuses to carry the stream on rather than record it as plain RTP.
+            return {"method": negotiated.method, "incomplete": "no SRTP keys yet (key exchange not complete)"}
+        return {
+            "method": negotiated.method,
+            "suite": negotiated.suite or keys.get("suite"),  # DTLS: the handshake's
+            "attributes": [list(a) for a in negotiated.attributes],
+            "details": [[k, v] for k, v in negotiated.details if k != "restored"],
+            "identity": negotiated.identity.hex(),
+            "ssrc": media.ssrc,
+            "keys": keys,
+        }
+
+    def rebuild(self, state: dict[str, Any], carried: Carried) -> Negotiated:
+        """The agreement again from :meth:`export`'s dict, ``restored`` in its details.
+
+        Raises ValueError naming what is wrong (an unknown method, a damaged state)."""
+        name = state.get("method")
+        if "incomplete" in state:
+            raise ValueError(f"SRTP of method {name!r} cannot be carried on: {state['incomplete']}")
+        method = self.methods.get(str(name))
+        if method is None or not hasattr(method, "restore_material"):
+            raise ValueError(f"SRTP state of method {name!r}: this build cannot restore it")
+        suite = state.get("suite")
+        try:
+            material = method.restore_material(state["keys"], carried)
+            return Negotiated(
+                method=str(name),
+                suite=suite,
+                attributes=tuple((str(a), v) for a, v in state["attributes"]),
+                details=tuple((str(k), v) for k, v in state["details"]) + (("restored", carried.summary(suite)),),
+                identity=bytes.fromhex(state["identity"]),
+                material=material,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"SRTP state of method {name!r} is damaged ({type(error).__name__}: {error})") from None
+
+    def restore(self, state: dict[str, Any], carried: Carried, media: StreamMedia) -> Negotiated:
+        """Carry a stream's agreement on: contexts rebuilt from the state (see :meth:`activate`)."""
+        negotiated = self.rebuild(state, carried)
+        self.activate(negotiated, media)
+        return negotiated
+
+    def _carried_on(self, negotiated: Negotiated, carried: Carried, media: StreamMedia) -> None:
+        """An agreement from the state store is active again: counted, and told when its ROC
+        could not be carried (AEAD)."""
+        problem = carried.roc_problem(negotiated.suite) if negotiated.suite else None
+        if problem:
+            log.warn("SRTP of a resumed stream: {problem}", problem=problem, **media.log_fields)
+        outcome = "roc_not_carried" if problem else "carried"
+        self.restored[negotiated.method, negotiated.suite or "pending", carried.how, outcome] += 1
 
 
 def security_summary(streams: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]] | None:

@@ -22,6 +22,12 @@ from siprecd.security.transform import AESCMTransform, TransformError
 __all__ = ["InboundKeyRing", "InboundSRTP", "OutboundSRTCP", "OutboundSRTP", "SRTPError", "suite_named"]
 
 
+# A carried-on context whose highest index is at or above this goes through the transform:
+# its ROC is above 0, or its sequence numbers may wrap before the next packet after an outage
+# (libsrtp, knowing nothing, would take ROC 0 for whatever comes first).
+CARRIED_INDEX = 0x8000
+
+
 class SRTPError(Exception):
     """A packet that does not authenticate, is replayed, or is malformed."""
 
@@ -46,6 +52,8 @@ class _Context:
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
         initial_roc: int | None = None,
+        received: dict[int, int] | None = None,
+        srtcp_next: dict[int, int] | None = None,
     ) -> None:
         self.suite = s = suite_named(suite)
         if len(master_key) != s.key_length or len(master_salt) != s.salt_length:
@@ -56,7 +64,14 @@ class _Context:
         self._libsrtp: pylibsrtp.Session | None = None
         self._python: AESCMTransform | AESGCMTransform | None = None
         plain = not (encrypt_rtp and encrypt_rtcp)
-        if s.libsrtp_profile is not None and not plain and initial_roc is None:
+        # A context carried on (restart, takeover) whose ROC is or may soon be above 0, or
+        # whose SRTCP index must continue: pylibsrtp 1.0 cannot be given either, the
+        # transform can.  AEAD carried on stays on libsrtp (ROC 0 / index 1, said loudly by
+        # Carried.roc_problem) until the resume path is moved to the GCM transform; an explicit
+        # initial_roc puts every suite on the Python transforms.
+        carried = bool(srtcp_next) or any(index >= CARRIED_INDEX for index in (received or {}).values())
+        self.carried_on = (carried and not s.aead) or initial_roc is not None
+        if s.libsrtp_profile is not None and not plain and not self.carried_on:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
@@ -64,11 +79,14 @@ class _Context:
         elif s.aead and plain:
             raise ValueError(f"{s.name} cannot be used without encryption")
         elif s.aead:
-            self._python = AESGCMTransform(master_key, master_salt, initial_roc=initial_roc or 0)
+            self._python = AESGCMTransform(
+                master_key, master_salt, initial_roc=initial_roc or 0, received=received, srtcp_next=srtcp_next
+            )
         else:
             self._python = AESCMTransform(
                 master_key, master_salt, rtp_tag=s.rtp_tag, rtcp_tag=s.rtcp_tag,
-                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp, initial_roc=initial_roc or 0,
+                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp, received=received, srtcp_next=srtcp_next,
+                initial_roc=initial_roc or 0,
             )
         # The _32 suites: a second SRTCP context for peers that send 32-bit SRTCP tags.
         self._short_rtcp: AESCMTransform | None = None
@@ -157,10 +175,13 @@ class InboundSRTP:
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
         initial_roc: int | None = None,
+        received: dict[int, int] | None = None,
     ) -> None:
+        """``received``: SSRC -> highest SRTP index authenticated before (a context carried on)."""
         self._context = _Context(
             suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
             initial_roc=initial_roc,
+            received=received,
         )
         self.suite = self._context.suite
         self.mki = mki
@@ -221,13 +242,31 @@ class InboundKeyRing:
 
 
 class OutboundSRTCP:
-    """Protects the receiver reports the SRS sends, under the SRS's own SDES key."""
+    """Protects the receiver reports the SRS sends, under the SRS's own SDES key.
 
-    def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, encrypt_rtcp: bool = True) -> None:
-        self._context = _Context(suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp)
+    ``srtcp_next``: SSRC -> the first SRTCP index to use (a context carried on: above what the
+    peer has seen, RFC 3711 §3.3.2); ``last_index`` is the last one used, for the state store.
+    """
+
+    def __init__(
+        self,
+        suite: str,
+        master_key: bytes,
+        master_salt: bytes,
+        *,
+        encrypt_rtcp: bool = True,
+        srtcp_next: dict[int, int] | None = None,
+    ) -> None:
+        self._context = _Context(
+            suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp, srtcp_next=srtcp_next
+        )
+        # libsrtp and the transform both number SRTCP from 1, one per packet protected.
+        self.last_index = min((srtcp_next or {}).values(), default=1) - 1
 
     def protect_rtcp(self, packet: bytes) -> bytes:
-        return self._context.protect_rtcp(packet)
+        out = self._context.protect_rtcp(packet)
+        self.last_index += 1
+        return out
 
 
 class OutboundSRTP(OutboundSRTCP):

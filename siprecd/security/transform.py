@@ -26,7 +26,7 @@ from siprecd.security.replay import (
     receive_index, send_index,
 )
 
-__all__ = ["AESCMTransform", "TransformError", "derive", "keystream", "rtp_header_length"]
+__all__ = ["AESCMTransform", "TransformError", "derive", "estimate_index", "keystream", "rtp_header_length"]
 
 _E_FLAG = 0x80000000
 
@@ -45,6 +45,17 @@ def derive(master_key: bytes, master_salt: bytes, label: int, length: int) -> by
     """RFC 3711 §4.3.1 with key_derivation_rate 0: the AES-CM PRF over key_id XOR salt."""
     x = int.from_bytes(master_salt, "big") ^ (label << 48)
     return keystream(master_key, (x << 16).to_bytes(16, "big"), length)
+
+
+def estimate_index(highest: int, seq: int) -> int:
+    """RFC 3711 §3.3.1: the packet index of ``seq`` closest to the highest index ``highest``."""
+    roc, s_l = highest >> 16, highest & 0xFFFF
+    if s_l < 0x8000:
+        if seq - s_l > 0x8000:
+            roc -= 1
+    elif s_l - 0x8000 > seq:
+        roc += 1
+    return max(roc, 0) << 16 | seq
 
 
 def rtp_header_length(packet: bytes) -> int:
@@ -81,8 +92,13 @@ class AESCMTransform:
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
         initial_roc: int = 0,
+        received: dict[int, int] | None = None,
+        srtcp_next: dict[int, int] | None = None,
     ) -> None:
-        """``initial_roc``: the ROC an SSRC not seen yet starts from (a stream resumed past a wrap)."""
+        """``initial_roc``: the ROC an SSRC not seen yet starts from (a stream resumed past a
+        wrap); ``received``: SSRC -> the highest SRTP index already authenticated (a context carried
+        on after a restart: its ROC > 0 is where the estimation starts); ``srtcp_next``: SSRC ->
+        the next SRTCP index to send (continuing above what the peer's replay list has seen)."""
         if len(master_key) not in (16, 32) or len(master_salt) != 14:
             raise ValueError("AES-CM needs a 16- or 32-byte master key and a 14-byte salt")
         n = len(master_key)
@@ -99,6 +115,10 @@ class AESCMTransform:
         self._rtcp: dict[int, tuple[int, int]] = {}  # SSRC -> (highest index, window)
         self._send_rtp: dict[int, _RtpState] = {}
         self._send_rtcp: dict[int, int] = {}  # SSRC -> next SRTCP index
+        for ssrc, index in (received or {}).items():
+            self._rtp[ssrc] = _RtpState(index >> 16, index & 0xFFFF, 1)
+        for ssrc, index in (srtcp_next or {}).items():
+            self._send_rtcp[ssrc] = index & _RTCP_INDEX_MASK
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -177,6 +177,7 @@ class Controller:
             count=self._count,
             on_tick=lambda: self.keeper.positions(session_id),
             changed=lambda: self._save(session),
+            security=self.security,
         )
         session.mix_view = media.to_json
         return media
@@ -193,11 +194,15 @@ class Controller:
         *,
         create: bool,
         segments: dict[str, list[str]] | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> bytes:
-        """Answer an offer that starts recording on this node (a new call or a takeover)."""
+        """Answer an offer that starts recording on this node (a new call or a takeover).
+
+        ``carried``: stream key -> the SRTP agreement another node had (a takeover): an offer
+        with the same keys keeps it, its SRS key and its counters."""
         try:
             offer = parse(offer_part.body)
-            answer = self._negotiate(session, streams, offer, request, dialog)
+            answer = self._negotiate(session, streams, offer, request, dialog, carried)
             if create:
                 self._create_files(session)
             self._attach_media(session, media, streams, offer)
@@ -346,6 +351,7 @@ class Controller:
         offer: SessionDescription,
         request: Request,
         dialog: Dialog,
+        carried: dict[str, Any] | None = None,
     ) -> bytes:
         siprec = self.config.siprec
         plan = plan_streams(
@@ -355,7 +361,13 @@ class Controller:
         # A kept stream re-offered with the same key keeps its agreement: same answer key,
         # same contexts and counters.
         plan = [
-            dataclasses.replace(choice, security=self.security.carry_over(choice.security, stream.choice.security))
+            dataclasses.replace(
+                choice,
+                security=self.security.carry_over(
+                    choice.security,
+                    (carried or {}).get(stream.key) if stream.choice is choice else stream.choice.security,
+                ),
+            )
             for choice, stream in zip(plan, streams.pending)
         ]
         sdp, choices = build_answer(

@@ -91,12 +91,16 @@ class SessionKeeper:
         if c.store is None or call is None:
             return
         streams = {}
+        srtp = {}
         for stream in call.session.live_streams():
             writer = getattr(stream.recorder, "writer", None)
             if isinstance(writer, WavWriter):
                 streams[stream.key] = writer.data_size / writer.block_align / writer.sample_rate
+            indices = stream.media.srtp_indices() if stream.media is not None else None
+            if indices is not None:
+                srtp[stream.key] = indices  # where a restored SRTP context's ROC/SRTCP index go on
         try:
-            c.store.positions(session_id, {"at": c.clock.seconds(), "streams": streams})
+            c.store.positions(session_id, {"at": c.clock.seconds(), "streams": streams, "srtp": srtp})
         except StoreError as error:
             c._count("state_store_errors")
             log.error("positions of {session_id} not stored: {error}", session_id=session_id, error=error)

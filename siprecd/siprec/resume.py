@@ -34,6 +34,7 @@ from siprecd.state.record import (
     restore_security,
     restore_session,
     restore_stream,
+    srtp_indices,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +97,9 @@ class Resumer:
             if stream.media is not None:
                 try:
                     stream.ports = c.ports.allocate_at(stored["rtp_port"], stream.media.rtp, stream.media.rtcp)
-                    restore_security(session_id, stream, stored, c.sealer)
+                    restore_security(
+                        session_id, stream, stored, c.sealer, indices=srtp_indices(record, stream.key)
+                    )
                 except BaseException:
                     for bound in pending:
                         if bound.ports is not None:

@@ -47,7 +47,9 @@ class SessionMedia:
         count: Callable[[str], None] | None = None,
         changed: Callable[[], None] | None = None,
         on_tick: Callable[[], None] | None = None,
+        security: Any = None,
     ) -> None:
+        self.security = security  # the SecurityPolicy every stream's SRTP state goes through
         # session.json is rewritten when a stream's state changes between SIP events (a
         # DTLS-SRTP handshake ends): on the next turn, never from inside the packet path.
         self._changed = changed
@@ -86,6 +88,7 @@ class SessionMedia:
             rekey_grace=self.config.security.rekey_grace,
             log_fields={"session_id": self.session.session_id, "call_id": self.session.call_id},
             changed=self._stream_changed,
+            security=self.security,
         )
 
     def _stream_changed(self) -> None:

@@ -17,9 +17,12 @@ from twisted.logger import Logger
 
 from siprecd.errors import BadRequest, SIPError
 from siprecd.recording.session import iso_utc
+from siprecd.security.carried import carried_counters
 from siprecd.sip.dialog import Dialog
 from siprecd.sip.message import Request, ResponseSpec
 from siprecd.sip.multipart import BodyPart
+from siprecd.state.record import open_security, srtp_indices
+from siprecd.state.sealing import SealError
 
 if TYPE_CHECKING:
     from siprecd.siprec.controller import Controller
@@ -130,12 +133,31 @@ class Takeovers:
         session.call_id = session.resumptions[-1]["call_id"] = request.call_id
         segments = {s["key"]: s["segments"] for s in record["streams"]}
         answer = c.start_call(
-            session, media, streams, request, dialog, parts, offer_part, create=False, segments=segments
+            session, media, streams, request, dialog, parts, offer_part, create=False, segments=segments,
+            carried=self._carried_security(record),
         )
         c.resumer.announce(session)
         d = record["dialog"]
         self._forget((d["call_id"], d["local_tag"], d["remote_tag"]))
         return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+
+    def _carried_security(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The dead node's SRTP agreements per stream, for an offer that repeats their keys.
+        One that cannot be opened is left out (said): the offer is then negotiated afresh."""
+        c = self.controller
+        out: dict[str, Any] = {}
+        for stored in record["streams"]:
+            try:
+                state = open_security(record["session_id"], stored, c.sealer)
+                if state is not None:
+                    counters = carried_counters(state, srtp_indices(record, stored["key"]), "replaces")
+                    out[stored["key"]] = c.security.rebuild(state, counters)
+            except (SealError, ValueError) as error:
+                log.warn(
+                    "recording session {session_id}: SRTP of stream {stream} not carried over: {error}",
+                    session_id=record["session_id"], stream=stored["key"], error=error,
+                )
+        return out
 
     def _forget(self, key: DialogKey) -> None:
         forget = getattr(self.controller.store, "forget_dialog", None)

@@ -66,9 +66,8 @@ def restore_dialog(record: dict[str, Any], sealer: Sealer | None = None, session
 
 
 def stream_security(stream: RecordedStream) -> dict[str, Any] | None:
-    """The media layer's SRTP state (the srtp branch adds ``security_state()``), if any."""
-    state = getattr(stream.media, "security_state", None)
-    return state() if callable(state) else None
+    """The media layer's SRTP state (``StreamMedia.security_state()``), if any."""
+    return stream.media.security_state() if stream.media is not None else None
 
 
 def stream_record(session_id: str, stream: RecordedStream, sealer: Sealer) -> dict[str, Any]:
@@ -76,7 +75,8 @@ def stream_record(session_id: str, stream: RecordedStream, sealer: Sealer) -> di
     security = stream_security(stream)
     out: dict[str, Any] = {
         "key": stream.key,
-        "choice": dataclasses.asdict(stream.choice),
+        # The agreement holds keys: it is stored only sealed, under "security" (never in clear).
+        "choice": dataclasses.asdict(dataclasses.replace(stream.choice, security=None)),
         "rtp_port": stream.ports.rtp_port if stream.ports else None,
         "ended": stream.ended,
         "segments": stream.segments + ([recorder.file] if recorder is not None else []),
@@ -169,19 +169,48 @@ def open_sdp(value: Any, context: str, sealer: Sealer) -> bytes:
     raise SealError(f"{context}: SDP keys were not stored ({value.get('why')}): SRTP cannot be resumed")
 
 
-def restore_security(session_id: str, stream: RecordedStream, stored: dict[str, Any], sealer: Sealer) -> None:
-    """Give a resumed stream its SRTP state back through the media layer's hook."""
+def open_security(session_id: str, stored: dict[str, Any], sealer: Sealer) -> dict[str, Any] | None:
+    """A stored stream's SRTP state in clear (None: plain RTP); SealError if it cannot be."""
     security = stored.get("security")
     if security is None:
-        return
-    context = f"{session_id}/{stream.key}/security"
+        return None
+    context = f"{session_id}/{stored['key']}/security"
     if "unavailable" in security:
         raise SealError(f"{context}: {security['unavailable']}: SRTP cannot be resumed")
-    state = sealer.open(security, context)
+    state: dict[str, Any] = sealer.open(security, context)
+    return state
+
+
+def srtp_indices(record: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The stream's last periodic SRTP indices (highest index per SSRC, SRTCP index)."""
+    return ((record.get("positions") or {}).get("srtp") or {}).get(key)
+
+
+def restore_security(
+    session_id: str,
+    stream: RecordedStream,
+    stored: dict[str, Any],
+    sealer: Sealer,
+    *,
+    indices: dict[str, Any] | None = None,
+    how: str = "restart",
+) -> None:
+    """Give a resumed stream its SRTP agreement and contexts back through the media layer's
+    hook (``StreamMedia.restore_security``), with the last positions' SRTP ``indices``; the
+    stream's choice carries the agreement on, so a re-offer with the same keys keeps it."""
+    state = open_security(session_id, stored, sealer)
+    if state is None:
+        return
+    context = f"{session_id}/{stream.key}/security"
     hook = getattr(stream.media, "restore_security", None)
     if not callable(hook):
         raise SealError(f"{context}: the stream had SRTP state but this build cannot restore it")
-    hook(state)
+    try:
+        negotiated = hook(state, indices=indices, how=how)
+    except ValueError as error:
+        raise SealError(f"{context}: {error}") from None
+    if negotiated is not None:
+        stream.choice = dataclasses.replace(stream.choice, security=negotiated)
 
 
 def metadata_documents(record: dict[str, Any], sealer: Sealer) -> list[dict[str, Any]]:

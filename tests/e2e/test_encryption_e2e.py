@@ -20,21 +20,30 @@ from tests.e2e.test_media_e2e import TONE_A, TONE_B, MediaTestCase, stream
 PASSPHRASE = "correct horse battery staple"
 
 
+def encryption_section(directory: str, **changes: str) -> dict[str, str]:
+    """[encryption] on, a file key store under ``directory``, a cheap KDF for tests."""
+    keys = os.path.join(os.path.abspath(directory), "keys")
+    return {"enabled": "true", "key_directory": keys, "kdf_cost": "10", **changes}
+
+
+def siprecctl(server: Server, *arguments: str, passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
+    """The operator's tool against ``server``'s configuration, as a separate process."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SIPRECD_")}
+    environment.update(PYTHONPATH=REPOSITORY, SIPRECD_ENCRYPTION_PASSPHRASE=passphrase)
+    config = os.path.join(server.directory, "siprecd.conf")
+    return subprocess.run(
+        [sys.executable, "-m", "siprecd.ctl", "--config", config, *arguments],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )
+
+
 class EncryptedCallTests(MediaTestCase):
     def start_server(self, directory: str) -> Server:
-        self.keys = os.path.join(os.path.abspath(directory), "keys")
+        section = encryption_section(directory, algorithm="ChaCha20-Poly1305", encrypt_metadata="true")
+        self.keys = section["key_directory"]
         server = Server(
             directory,
-            sections={
-                "encryption": {
-                    "enabled": "true",
-                    "algorithm": "ChaCha20-Poly1305",
-                    "encrypt_metadata": "true",
-                    "key_directory": self.keys,
-                    "kdf_cost": "10",
-                },
-                "recording": {"flush_interval": "0.2"},
-            },
+            sections={"encryption": section, "recording": {"flush_interval": "0.2"}},
             environment={"SIPRECD_ENCRYPTION_PASSPHRASE": PASSPHRASE},
         )
         server.start()
@@ -42,13 +51,7 @@ class EncryptedCallTests(MediaTestCase):
         return server
 
     def siprecctl(self, *arguments: str, passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("SIPRECD_")}
-        environment.update(PYTHONPATH=REPOSITORY, SIPRECD_ENCRYPTION_PASSPHRASE=passphrase)
-        config = os.path.join(self.server.directory, "siprecd.conf")
-        return subprocess.run(
-            [sys.executable, "-m", "siprecd.ctl", "--config", config, *arguments],
-            capture_output=True, text=True, env=environment, timeout=60,
-        )
+        return siprecctl(self.server, *arguments, passphrase=passphrase)
 
     def test_call_encrypted_then_decrypted_with_siprecctl(self) -> None:
         client = self.client()
