@@ -20,6 +20,7 @@ __all__ = [
     "advance",
     "check_replay",
     "check_roc",
+    "closest_roc",
     "next_srtcp_index",
     "receive_index",
     "send_index",
@@ -52,6 +53,16 @@ def check_roc(roc: int) -> int:
     return roc
 
 
+def closest_roc(roc: int, s_l: int, seq: int) -> int:
+    """RFC 3711 §3.3.1: the ROC that puts ``seq`` closest to s_l (-1: before the first wrap)."""
+    if s_l < 0x8000:
+        if seq - s_l > 0x8000:
+            return roc - 1
+    elif s_l - 0x8000 > seq:
+        return roc + 1
+    return roc
+
+
 def send_index(states: dict[int, RtpState], ssrc: int, seq: int, first_roc: int = 0) -> int:
     """The index a sender gives ``seq``: its ROC goes up when the sequence number wraps."""
     state = states.get(ssrc)
@@ -71,12 +82,7 @@ def receive_index(state: RtpState | None, seq: int, first_roc: int = 0) -> int:
     """
     if state is None:
         return (first_roc << 16) | seq
-    roc = state.roc
-    if state.highest < 0x8000:
-        if seq - state.highest > 0x8000:
-            roc -= 1
-    elif state.highest - 0x8000 > seq:
-        roc += 1
+    roc = closest_roc(state.roc, state.highest, seq)
     if roc < 0:
         raise TransformError("SRTP packet from before the first rollover")
     index = (roc << 16) | seq

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from siprecd.security.replay import REPLAY_WINDOW, RTCP_INDEX_MASK as _RTCP_INDEX_MASK, RtpState as _RtpState
 from siprecd.security.replay import (
-    TransformError, accept_rtcp, accept_rtp, check_replay, check_roc, next_srtcp_index,
+    TransformError, accept_rtcp, accept_rtp, check_replay, check_roc, closest_roc, next_srtcp_index,
     receive_index, send_index,
 )
 
@@ -49,13 +49,7 @@ def derive(master_key: bytes, master_salt: bytes, label: int, length: int) -> by
 
 def estimate_index(highest: int, seq: int) -> int:
     """RFC 3711 §3.3.1: the packet index of ``seq`` closest to the highest index ``highest``."""
-    roc, s_l = highest >> 16, highest & 0xFFFF
-    if s_l < 0x8000:
-        if seq - s_l > 0x8000:
-            roc -= 1
-    elif s_l - 0x8000 > seq:
-        roc += 1
-    return max(roc, 0) << 16 | seq
+    return max(closest_roc(highest >> 16, highest & 0xFFFF, seq), 0) << 16 | seq
 
 
 def rtp_header_length(packet: bytes) -> int:
@@ -116,7 +110,7 @@ class AESCMTransform:
         self._send_rtp: dict[int, _RtpState] = {}
         self._send_rtcp: dict[int, int] = {}  # SSRC -> next SRTCP index
         for ssrc, index in (received or {}).items():
-            self._rtp[ssrc] = _RtpState(index >> 16, index & 0xFFFF, 1)
+            self._rtp[ssrc] = _RtpState.at(index)
         for ssrc, index in (srtcp_next or {}).items():
             self._send_rtcp[ssrc] = index & _RTCP_INDEX_MASK
 
