@@ -66,11 +66,10 @@ class _Context:
         plain = not (encrypt_rtp and encrypt_rtcp)
         # A context carried on (restart, takeover) whose ROC is or may soon be above 0, or
         # whose SRTCP index must continue: pylibsrtp 1.0 cannot be given either, the
-        # transform can.  AEAD carried on stays on libsrtp (ROC 0 / index 1, said loudly by
-        # Carried.roc_problem) until the resume path is moved to the GCM transform; an explicit
-        # initial_roc puts every suite on the Python transforms.
+        # project's transforms (AES-CM, and AES-GCM for the AEAD suites) can.  An explicit
+        # initial_roc puts every suite on them too.
         carried = bool(srtcp_next) or any(index >= CARRIED_INDEX for index in (received or {}).values())
-        self.carried_on = (carried and not s.aead) or initial_roc is not None
+        self.carried_on = carried or initial_roc is not None
         if s.libsrtp_profile is not None and not plain and not self.carried_on:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
