@@ -108,8 +108,7 @@ HELP = {
     ),
     "srtp_restored": (
         "SRTP agreements carried on from the state store, by method, suite, how (restart, "
-        "replaces) and outcome: carried (keys, ROC and SRTCP index continued), roc_not_carried "
-        "(an AEAD suite past a rollover: pylibsrtp cannot be given the ROC, see the log)."
+        "replaces) and outcome: carried (keys, ROC and SRTCP index continued)."
     ),
     "srtp_auth_failures": (
         "Packets dropped on secured streams because they did not authenticate (forged, replayed, "

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from siprecd.sip.message import NotSIP, ResponseSpec, parse_message
 from siprecd.sip.source import Source
 from siprecd.sip.stack import SIPStack
+from tests.sipfakes import FakeUDP
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "rfc4475")
 
@@ -50,14 +51,6 @@ class RecordingApp:
 
     def dialog_ended(self, dialog: object, reason: str) -> None:
         pass
-
-
-class FakeUDP:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, str, int]] = []
-
-    def send(self, data: bytes, host: str, port: int) -> None:
-        self.sent.append((data, host, port))
 
 
 def run(name: str) -> tuple[SIPStack, list[str]]:

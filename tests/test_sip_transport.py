@@ -214,24 +214,15 @@ class StreamThroughStackTests(SynchronousTestCase):
         self.assertEqual(parse_response(transport.value()).status, 400)
 
 
-class TransportsStreamSendTests(SynchronousTestCase):
+class TransportsStreamSendTests(StreamTestCase):
     def setUp(self) -> None:
-        self.receiver = RecordingReceiver()
-        self.factory = StreamFactory("TCP", self.receiver, Limits(), 10)
+        super().setUp()
         self.connected: list[tuple[str, str, int]] = []
-
-    def protocol(self, port: int) -> tuple[StreamProtocol, StringTransport]:
-        peer = IPv4Address("TCP", "192.0.2.1", port)
-        protocol = self.factory.buildProtocol(peer)
-        assert protocol is not None
-        transport = StringTransport(peerAddress=peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
 
     def test_existing_connection_reused(self) -> None:
         transports = Transports()
         transports.streams["TCP"] = self.factory
-        _, transport = self.protocol(5060)
+        _, transport = self.connect(5060)
         req = request("BYE", to_tag="t", transport="TCP")
         transports.send_request(req, Source("TCP", "192.0.2.1", 5060))
         self.assertEqual(transport.value(), req.to_bytes())
@@ -241,7 +232,7 @@ class TransportsStreamSendTests(SynchronousTestCase):
 
         def connect(name: str, host: str, port: int, factory: StreamFactory):  # type: ignore[no-untyped-def]
             self.connected.append((name, host, port))
-            protocol, transport = self.protocol(port)
+            protocol, transport = self.connect(port)
             made.append(transport)
             return succeed(protocol)
 

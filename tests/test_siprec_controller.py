@@ -33,6 +33,7 @@ from siprecd.service import build_stack
 from siprecd.sip.message import Request, Response, parse_message
 from siprecd.sip.source import Source
 from siprecd.siprec.controller import build_controller
+from tests.sipfakes import FakeUDP
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "corpus"
@@ -88,16 +89,6 @@ class MediaReactor(MemoryReactorClock):
         self.udpPorts[port] = listening
         self.every_udp_port.append(listening)
         return listening
-
-
-class FakeUDP:
-    """What the stack writes on its UDP transport (``Transports.udp``)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, str, int]] = []
-
-    def send(self, data: bytes, host: str, port: int) -> None:
-        self.sent.append((data, host, port))
 
 
 # --- corpus ----------------------------------------------------------------------------------

@@ -120,12 +120,6 @@ class RoundTripTests(SynchronousTestCase):
             self.assertIs(self.policy.carry_over(negotiated, agreement), agreement)
             summary = dict(agreement.details)["restored"]
             self.assertEqual(summary["how"], "restart")
-            if s.aead:
-                # No ROC path for GCM: said loudly, counted; a fresh SSRC for the reports.
-                self.assertTrue(summary["roc"].startswith("not carried"), summary)
-                self.assertEqual(self.policy.restored["sdes", suite, "restart", "roc_not_carried"], 1)
-                self.assertNotEqual(restored.ssrc, media.ssrc)
-                continue
             self.assertEqual(summary["roc"], "carried")
             self.assertEqual(self.policy.restored["sdes", suite, "restart", "carried"], 1)
             for seq in range(65536 + 3, 65536 + 10):
@@ -156,7 +150,7 @@ class RoundTripTests(SynchronousTestCase):
         for seq in range(100, 110):
             media.unprotect(sender.protect_rtp(packet(seq)), rtcp=False)
         restored = self.carry(media, {"received": {str(SSRC): 109}, "srtcp_last": 0})
-        self.assertEqual(dict(restored.negotiated.details)["restored"]["roc"], "0 (AEAD, libsrtp)")
+        self.assertEqual(dict(restored.negotiated.details)["restored"]["roc"], "carried")
         self.assertEqual(restored.unprotect(sender.protect_rtp(packet(110)), rtcp=False), packet(110))
         self.assertEqual(self.policy.restored["sdes", suite, "restart", "carried"], 1)
 
@@ -191,8 +185,8 @@ class RoundTripTests(SynchronousTestCase):
             restored = self.carry(media, {"received": {str(SSRC): 40000}, "srtcp_last": 3})
             self.assertIsNone(restored.dtls)  # the association does not survive...
             sender = OutboundSRTP(suite, keys.remote_key, keys.remote_salt)
-            for seq in range(40001, 40004) if not s.aead else range(1, 4):
-                # ...its SRTP keys do (AEAD: ROC 0 here, so the index is low).
+            for seq in range(40001, 40004):
+                # ...its SRTP keys do, and the index goes on from the stored one.
                 self.assertEqual(restored.unprotect(sender.protect_rtp(packet(seq)), rtcp=False), packet(seq))
             agreement = restored.negotiated
             self.assertEqual((agreement.suite, agreement.identity, agreement.attributes), (suite, b"identity", agreed.attributes))
@@ -341,11 +335,11 @@ class SecuredRestartTests(SecuredCase):
 
 
 class SecuredAEADRestartTests(SecuredCase):
-    """GCM past a rollover: resumed, but said loudly that its ROC could not be carried."""
+    """GCM past a rollover: resumed on the project's GCM transform with its ROC carried."""
 
     suite = "AEAD_AES_128_GCM"
 
-    def test_restart_past_a_rollover_is_said_loudly(self) -> None:
+    def test_restart_past_a_rollover_carries_the_roc(self) -> None:
         key = os.urandom(28)
         call = Call(self)
         call.setup(sdp_offer(savp(10000, "a", crypto(key, suite=self.suite))))
@@ -355,10 +349,13 @@ class SecuredAEADRestartTests(SecuredCase):
         self.reactor.advance(0.6)
         self.boot(LocalStore(default_path(self.recordings)))
         security = self.session(call)["streams"][0]["stream_security"]
-        self.assertTrue(security["restored"]["roc"].startswith("not carried (AEAD)"), security)
-        self.assertIn("new SSRC", security["restored"]["srtcp_index"])
-        self.assertNotEqual(self.media().ssrc, srs_ssrc)
-        self.assertEqual(self.controller.security.restored["sdes", self.suite, "restart", "roc_not_carried"], 1)
+        self.assertEqual(security["restored"]["roc"], "carried")
+        self.assertIn("continues from", security["restored"]["srtcp_index"])
+        self.assertEqual(self.media().ssrc, srs_ssrc)
+        self.assertEqual(self.controller.security.restored["sdes", self.suite, "restart", "carried"], 1)
+        # The SRC goes on past the rollover (ROC 1): every packet authenticates.
+        self.send_srtp(sender, 65536 + 20, 10)
+        self.assertEqual(self.media().counters.srtp_auth_failures, 0)
         self.bye(call)
         self.finish()
 

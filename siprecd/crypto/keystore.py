@@ -243,10 +243,7 @@ class FileKeyStore:
         listing every problem, so the server can refuse to start with all of them shown."""
         problems: list[str] = []
         with self._lock:
-            try:
-                st = os.stat(self.directory)
-            except OSError as error:
-                raise KeyStoreError(f"key directory {self.directory}: {error.strerror}") from None
+            st = self._stat()
             problem = self._directory_problem(st)
             if problem is not None:
                 problems.append(problem)
@@ -285,11 +282,14 @@ class FileKeyStore:
             return f"key directory {path} is not a directory"
         return _access_problem("key directory", path, st, "700")
 
-    def _stat_directory(self) -> os.stat_result:
+    def _stat(self) -> os.stat_result:
         try:
-            st = os.stat(self.directory)
+            return os.stat(self.directory)
         except OSError as error:
             raise KeyStoreError(f"key directory {self.directory}: {error.strerror}") from None
+
+    def _stat_directory(self) -> os.stat_result:
+        st = self._stat()
         problem = self._directory_problem(st)
         if problem is not None:
             raise KeyStoreError(problem)

@@ -13,7 +13,7 @@ go to ``stderr``.  Exit codes, shared by all three:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from siprecd.crypto.container import TRUNCATED, KeyProvider, Status
@@ -61,21 +61,7 @@ def cmd_verify(
     Exit 0: all ok.  1: any truncated, tampered, unknown key or not encrypted.  2: no paths,
     or a file could not be read.
     """
-    out = stdout or sys.stdout
-    if not paths:
-        print("verify: no files given", file=stderr or sys.stderr)
-        return EXIT_ERROR
-    code = EXIT_OK
-    for path in paths:
-        try:
-            status = verify_file(path, keys)
-        except (OSError, ValueError, KeyStoreError) as e:
-            print(f"{path}: error: {_error(e)}", file=out)
-            code = EXIT_ERROR
-            continue
-        print(f"{path}: {status.describe()}", file=out)
-        code = max(code, _code(status))
-    return code
+    return _each_file("verify", paths, lambda path: verify_file(path, keys), Status.describe, stdout, stderr)
 
 
 def cmd_rewrap(
@@ -87,27 +73,42 @@ def cmd_rewrap(
     already under the newest key.  1: any not rewrapped because it is truncated, tampered,
     under an unknown key or not encrypted.  2: no paths, or an I/O error.
     """
+    return _each_file("rewrap", paths, lambda path: rewrap_file(path, keys), _describe_rewrapped, stdout, stderr)
+
+
+def _each_file(
+    command: str,
+    paths: Sequence[str],
+    act: Callable[[str], Status],
+    describe: Callable[[Status], str],
+    stdout: TextIO | None,
+    stderr: TextIO | None,
+) -> int:
+    """Run ``act`` on each path, one ``PATH: ...`` line per file; the exit code of the worst."""
     out = stdout or sys.stdout
     if not paths:
-        print("rewrap: no files given", file=stderr or sys.stderr)
+        print(f"{command}: no files given", file=stderr or sys.stderr)
         return EXIT_ERROR
     code = EXIT_OK
     for path in paths:
         try:
-            status = rewrap_file(path, keys)
+            status = act(path)
         except (OSError, ValueError, KeyStoreError) as e:
             print(f"{path}: error: {_error(e)}", file=out)
             code = EXIT_ERROR
             continue
-        if status.previous_kek_id is not None:
-            moved = f"from key {status.previous_kek_id} to key {status.kek_id}"
-            print(f"{path}: rewrapped {moved} ({status.chunks} chunks unchanged)", file=out)
-        elif status.ok:
-            print(f"{path}: already under key {status.kek_id}; {status.describe()}", file=out)
-        else:
-            print(f"{path}: not rewrapped: {status.describe()}", file=out)
+        print(f"{path}: {describe(status)}", file=out)
         code = max(code, _code(status))
     return code
+
+
+def _describe_rewrapped(status: Status) -> str:
+    if status.previous_kek_id is not None:
+        moved = f"from key {status.previous_kek_id} to key {status.kek_id}"
+        return f"rewrapped {moved} ({status.chunks} chunks unchanged)"
+    if status.ok:
+        return f"already under key {status.kek_id}; {status.describe()}"
+    return f"not rewrapped: {status.describe()}"
 
 
 def _code(status: Status) -> int:

@@ -195,35 +195,20 @@ def _session_changes(
         (a.participant_id, a.session_id): a
         for a in (previous.participant_session_assocs if previous else ())
     }
-    events: list[SessionAssociationEvent] = []
+
+    def event(assoc: ParticipantSessionAssoc, removed: bool = False) -> SessionAssociationEvent:
+        return SessionAssociationEvent(
+            index, at, assoc.participant_id, assoc.session_id, assoc.associate_time, assoc.disassociate_time, removed
+        )
+
     seen: set[tuple[str, str | None]] = set()
+    events: list[SessionAssociationEvent] = []
     for assoc in current.participant_session_assocs:
         key = (assoc.participant_id, assoc.session_id)
         seen.add(key)
         if before.get(key) != assoc:
-            events.append(
-                SessionAssociationEvent(
-                    index,
-                    at,
-                    assoc.participant_id,
-                    assoc.session_id,
-                    assoc.associate_time,
-                    assoc.disassociate_time,
-                )
-            )
-    for key, assoc in before.items():
-        if key not in seen:
-            events.append(
-                SessionAssociationEvent(
-                    index,
-                    at,
-                    assoc.participant_id,
-                    assoc.session_id,
-                    assoc.associate_time,
-                    assoc.disassociate_time,
-                    removed=True,
-                )
-            )
+            events.append(event(assoc))
+    events += [event(assoc, removed=True) for key, assoc in before.items() if key not in seen]
     return events
 
 

@@ -287,22 +287,14 @@ class _Reader:
         for psa in implied_psas:
             psas.setdefault((psa.participant_id, psa.session_id), psa)
         # Early drafts hang <extensiondata parent="id"> at top level: attach it to its owner.
+        owners: tuple[dict[str, Any], ...] = (participants, sessions, groups, streams)
         for ext in parented:
-            owner_id = ext.parent
-            if owner_id in participants:
-                p = participants[owner_id]
-                participants[owner_id] = replace(p, extensions=(*p.extensions, ext))
-            elif owner_id in sessions:
-                s = sessions[owner_id]
-                sessions[owner_id] = replace(s, extensions=(*s.extensions, ext))
-            elif owner_id in groups:
-                g = groups[owner_id]
-                groups[owner_id] = replace(g, extensions=(*g.extensions, ext))
-            elif owner_id in streams:
-                st = streams[owner_id]
-                streams[owner_id] = replace(st, extensions=(*st.extensions, ext))
-            else:
+            table = next((t for t in owners if ext.parent in t), None)
+            if table is None or ext.parent is None:  # ids are strings: None owns nothing
                 self.extensions.append(ext)
+            else:
+                owner = table[ext.parent]
+                table[ext.parent] = replace(owner, extensions=(*owner.extensions, ext))
 
         if datamode is None:
             self.warnings.append("no <datamode>; assuming complete")

@@ -19,9 +19,6 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from siprecd.security.srtp import CARRIED_INDEX
-from siprecd.security.suites import SUITES
-
 __all__ = ["Carried", "SRTCP_INDEX_MARGIN", "b64", "carried_counters", "unb64"]
 
 # Reports sent between the last positions tick and the crash are not in the store: the index
@@ -51,20 +48,6 @@ class Carried:
             return None
         return {self.ssrc: self.srtcp_last + 1 + SRTCP_INDEX_MARGIN}
 
-    def roc_problem(self, suite: str) -> str | None:
-        """Why the carried-on context may not authenticate (AEAD: libsrtp starts at ROC 0)."""
-        if not SUITES[suite].aead:
-            return None
-        high = {ssrc: index for ssrc, index in self.received.items() if index >= CARRIED_INDEX}
-        if not high:
-            return None
-        rocs = ", ".join(f"SSRC {ssrc:#010x} ROC {index >> 16}" for ssrc, index in sorted(high.items()))
-        return (
-            f"{suite} resumed at ROC 0: pylibsrtp cannot be given a rollover counter and there is no "
-            f"other AEAD path, but the stream was at or near a rollover ({rocs}); its packets will "
-            "not authenticate until a re-offer brings a new key"
-        )
-
     def summary(self, suite: str | None) -> dict[str, Any]:
         """The non-secret facts for session.json's ``stream_security.restored``."""
         out: dict[str, Any] = {
@@ -72,13 +55,9 @@ class Carried:
             "highest_index": {f"{ssrc:#010x}": index for ssrc, index in sorted(self.received.items())},
         }
         if suite is not None:
-            aead = SUITES[suite].aead
-            problem = self.roc_problem(suite)
-            out["roc"] = "not carried (AEAD): " + problem if problem else (
-                "0 (AEAD, libsrtp)" if aead else "carried"
-            )
+            out["roc"] = "carried"
             out["srtcp_index"] = (
-                "new SSRC (AEAD: libsrtp numbers SRTCP from 1)" if aead or self.ssrc is None
+                "new SSRC (the SRS's SSRC was not stored)" if self.ssrc is None
                 else f"continues from {self.srtcp_last + 1 + SRTCP_INDEX_MARGIN}"
             )
         return out

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.logger import Logger
 
 from siprecd.config import SecurityConfig
 from siprecd.sdp.answer import SECURE_PROTOS
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KeyExchange", "Negotiated", "SDES", "SecurityPolicy", "default_methods"]
 
-log = Logger()
 
 # How an offer shows a method, for methods no KeyExchange is registered for (refused by name).
 _DETECT: dict[str, Callable[[MediaDescription, SessionDescription], bool]] = {
@@ -189,9 +187,8 @@ class SDES:
 
 def carry_ssrc(media: StreamMedia, carried: Carried | None, suite: str) -> dict[int, int] | None:
     """A context carried on keeps the SRS's SSRC, its SRTCP index continuing above what the SRC
-    has seen (RFC 3711 §3.3.2).  AEAD (libsrtp only, numbering from 1): a fresh SSRC instead,
-    whose index space is new, so no report is refused as a replay and no IV repeats."""
-    if carried is None or carried.ssrc is None or SUITES[suite].aead:
+    has seen (RFC 3711 §3.3.2), for every suite (the AEAD ones on the GCM transform)."""
+    if carried is None or carried.ssrc is None:
         return None
     media.ssrc = carried.ssrc
     return carried.srtcp_next()
@@ -339,13 +336,8 @@ class SecurityPolicy:
         return negotiated
 
     def _carried_on(self, negotiated: Negotiated, carried: Carried, media: StreamMedia) -> None:
-        """An agreement from the state store is active again: counted, and told when its ROC
-        could not be carried (AEAD)."""
-        problem = carried.roc_problem(negotiated.suite) if negotiated.suite else None
-        if problem:
-            log.warn("SRTP of a resumed stream: {problem}", problem=problem, **media.log_fields)
-        outcome = "roc_not_carried" if problem else "carried"
-        self.restored[negotiated.method, negotiated.suite or "pending", carried.how, outcome] += 1
+        """An agreement from the state store is active again: counted."""
+        self.restored[negotiated.method, negotiated.suite or "pending", carried.how, "carried"] += 1
 
 
 def security_summary(streams: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]] | None:

@@ -3,7 +3,10 @@
 pylibsrtp (libsrtp with OpenSSL, ~0.5 us per packet) runs every suite it has;
 :class:`~siprecd.security.transform.AESCMTransform` runs the AES-256-CM suites, the
 UNENCRYPTED_* variants and SRTCP with 32-bit tags, which some peers send for the _32 suites
-(RFC 4568 says 80).  Nothing here logs: callers count failures, key material stays inside.
+(RFC 4568 says 80).  An explicit ``initial_roc`` (a stream resumed past a rollover, which
+pylibsrtp 1.0 cannot be told) puts every suite on the Python path: AES-CM there, or
+:class:`~siprecd.security.gcm.AESGCMTransform` for the AEAD suites.  Nothing here logs:
+callers count failures, key material stays inside.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 
 import pylibsrtp
 
+from siprecd.security.gcm import AESGCMTransform
 from siprecd.security.suites import SUITES, Suite
 from siprecd.security.transform import AESCMTransform, TransformError
 
@@ -47,6 +51,7 @@ class _Context:
         inbound: bool,
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        initial_roc: int | None = None,
         received: dict[int, int] | None = None,
         srtcp_next: dict[int, int] | None = None,
         rtcp_only: bool = False,
@@ -58,28 +63,34 @@ class _Context:
                 f"got {len(master_key)} and {len(master_salt)}"
             )
         self._libsrtp: pylibsrtp.Session | None = None
-        self._python: AESCMTransform | None = None
+        self._python: AESCMTransform | AESGCMTransform | None = None
         plain = not (encrypt_rtp and encrypt_rtcp)
         # A context carried on (restart, takeover) whose ROC is or may soon be above 0, or
         # whose SRTCP index must continue: pylibsrtp 1.0 cannot be given either, the
-        # transform can.  AEAD has no such path: libsrtp starts at ROC 0 / index 1 there.
+        # project's transforms (AES-CM, and AES-GCM for the AEAD suites) can.  An explicit
+        # initial_roc puts every suite on them too.
         carried = bool(srtcp_next) or any(index >= CARRIED_INDEX for index in (received or {}).values())
-        self.carried_on = carried and not s.aead
+        self.carried_on = carried or initial_roc is not None
         # A context that only protects the SRS's receiver reports (one per rtcp_interval) gains
         # nothing from libsrtp's speed and would pay its ~6 KiB per stream (bench/README.md):
-        # the transform does AES-CM suites; AEAD ones stay with libsrtp.
+        # the AES-CM transform does those suites; AEAD ones stay with libsrtp.
         light = rtcp_only and not s.aead
         if s.libsrtp_profile is not None and not plain and not self.carried_on and not light:
             ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
             )
-        elif s.aead:
+        elif s.aead and plain:
             raise ValueError(f"{s.name} cannot be used without encryption")
+        elif s.aead:
+            self._python = AESGCMTransform(
+                master_key, master_salt, initial_roc=initial_roc or 0, received=received, srtcp_next=srtcp_next
+            )
         else:
             self._python = AESCMTransform(
                 master_key, master_salt, rtp_tag=s.rtp_tag, rtcp_tag=s.rtcp_tag,
                 encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp, received=received, srtcp_next=srtcp_next,
+                initial_roc=initial_roc or 0,
             )
         # The _32 suites: a second SRTCP context for peers that send 32-bit SRTCP tags.
         self._short_rtcp: AESCMTransform | None = None
@@ -131,6 +142,15 @@ class _Context:
         raise SRTPError(f"SRTCP unprotect failed: {failure}")
 
 
+def _mki_tags(suite: Suite, rtcp: bool) -> list[int]:
+    """How many bytes follow the MKI: RFC 3711's tag (either SRTCP length of the _32 suites);
+    0 for AEAD, whose MKI ends the packet after the tag (SRTP) or the index (SRTCP), RFC 7714
+    §8/§9 as libsrtp writes it."""
+    if suite.aead:
+        return [0]
+    return sorted({suite.rtcp_tag, suite.rtp_tag}, reverse=True) if rtcp else [suite.rtp_tag]
+
+
 def _strip_mki(packet: bytes, mki: bytes, tag: int, what: str) -> bytes:
     # RFC 3711 §3.1: the MKI sits between the authenticated portion and the tag, unauthenticated.
     end = len(packet) - tag
@@ -144,7 +164,9 @@ class InboundSRTP:
 
     ``mki``: the key's Master Key Identifier when the SDES line gave one (the packets carry it).
     ``encrypt_rtp``/``encrypt_rtcp`` False: the UNENCRYPTED_SRTP/SRTCP session parameters
-    (authentication only).
+    (authentication only).  ``initial_roc``: the ROC of a stream resumed after a restart (for
+    SSRCs not heard yet); given, the Python transforms run every suite (libsrtp cannot start
+    above ROC 0), slower per packet; None (the default) keeps libsrtp's fast path.
     """
 
     def __init__(
@@ -156,25 +178,32 @@ class InboundSRTP:
         mki: bytes = b"",
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        initial_roc: int | None = None,
         received: dict[int, int] | None = None,
     ) -> None:
         """``received``: SSRC -> highest SRTP index authenticated before (a context carried on)."""
         self._context = _Context(
             suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+            initial_roc=initial_roc,
             received=received,
         )
         self.suite = self._context.suite
         self.mki = mki
 
+    @property
+    def on_libsrtp(self) -> bool:
+        """True on pylibsrtp's fast path, False on siprecd's own transforms."""
+        return self._context._libsrtp is not None
+
     def unprotect_rtp(self, packet: bytes) -> bytes:
         if self.mki:
-            packet = _strip_mki(packet, self.mki, self.suite.rtp_tag, "SRTP")
+            packet = _strip_mki(packet, self.mki, _mki_tags(self.suite, rtcp=False)[0], "SRTP")
         return self._context.rtp(packet, protect=False)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         if self.mki:
             # The MKI precedes the tag, whose length (for the _32 suites) is one of two.
-            for tag in sorted({self.suite.rtcp_tag, self.suite.rtp_tag}, reverse=True):
+            for tag in _mki_tags(self.suite, rtcp=True):
                 try:
                     return self._context.unprotect_rtcp(_strip_mki(packet, self.mki, tag, "SRTCP"))
                 except SRTPError:
@@ -204,12 +233,11 @@ class InboundKeyRing:
         return picked
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
-        return self._pick(packet, [self.contexts[0].suite.rtp_tag])[0].unprotect_rtp(packet)
+        return self._pick(packet, _mki_tags(self.contexts[0].suite, rtcp=False))[0].unprotect_rtp(packet)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
-        suite = self.contexts[0].suite
         failure: SRTPError | None = None
-        for context in self._pick(packet, sorted({suite.rtcp_tag, suite.rtp_tag})):
+        for context in self._pick(packet, _mki_tags(self.contexts[0].suite, rtcp=True)):
             try:
                 return context.unprotect_rtcp(packet)
             except SRTPError as error:
@@ -256,7 +284,7 @@ class OutboundSRTP(OutboundSRTCP):
     def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, mki: bytes = b"") -> None:
         super().__init__(suite, master_key, master_salt)
         self.mki = mki
-        self._tag = self._context.suite.rtp_tag
+        self._tag = _mki_tags(self._context.suite, rtcp=False)[0]
 
     def protect_rtp(self, packet: bytes) -> bytes:
         out = self._context.rtp(packet, protect=True)

@@ -20,15 +20,15 @@ from hashlib import sha1
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from siprecd.security.replay import REPLAY_WINDOW, RTCP_INDEX_MASK as _RTCP_INDEX_MASK, RtpState as _RtpState
+from siprecd.security.replay import (
+    TransformError, accept_rtcp, accept_rtp, check_replay, check_roc, closest_roc, next_srtcp_index,
+    receive_index, send_index,
+)
+
 __all__ = ["AESCMTransform", "TransformError", "derive", "estimate_index", "keystream", "rtp_header_length"]
 
-REPLAY_WINDOW = 128
-_RTCP_INDEX_MASK = 0x7FFFFFFF
 _E_FLAG = 0x80000000
-
-
-class TransformError(Exception):
-    """Authentication failed, a replay, or a packet too short for its header and tag."""
 
 
 def keystream(key: bytes, iv: bytes, length: int) -> bytes:
@@ -49,13 +49,7 @@ def derive(master_key: bytes, master_salt: bytes, label: int, length: int) -> by
 
 def estimate_index(highest: int, seq: int) -> int:
     """RFC 3711 §3.3.1: the packet index of ``seq`` closest to the highest index ``highest``."""
-    roc, s_l = highest >> 16, highest & 0xFFFF
-    if s_l < 0x8000:
-        if seq - s_l > 0x8000:
-            roc -= 1
-    elif s_l - 0x8000 > seq:
-        roc += 1
-    return max(roc, 0) << 16 | seq
+    return max(closest_roc(highest >> 16, highest & 0xFFFF, seq), 0) << 16 | seq
 
 
 def rtp_header_length(packet: bytes) -> int:
@@ -79,13 +73,6 @@ class _Keys:
     salt: int
 
 
-@dataclass
-class _RtpState:
-    roc: int
-    highest: int  # s_l: the highest sequence number authenticated
-    window: int  # bit n set: index (highest index - n) was received
-
-
 class AESCMTransform:
     """One direction's SRTP and SRTCP crypto contexts for one master key (any SSRC)."""
 
@@ -98,10 +85,12 @@ class AESCMTransform:
         rtcp_tag: int = 10,
         encrypt_rtp: bool = True,
         encrypt_rtcp: bool = True,
+        initial_roc: int = 0,
         received: dict[int, int] | None = None,
         srtcp_next: dict[int, int] | None = None,
     ) -> None:
-        """``received``: SSRC -> the highest SRTP index already authenticated (a context carried
+        """``initial_roc``: the ROC an SSRC not seen yet starts from (a stream resumed past a
+        wrap); ``received``: SSRC -> the highest SRTP index already authenticated (a context carried
         on after a restart: its ROC > 0 is where the estimation starts); ``srtcp_next``: SSRC ->
         the next SRTCP index to send (continuing above what the peer's replay list has seen)."""
         if len(master_key) not in (16, 32) or len(master_salt) != 14:
@@ -115,12 +104,13 @@ class AESCMTransform:
         self.rtcp_tag = rtcp_tag
         self.encrypt_rtp = encrypt_rtp
         self.encrypt_rtcp = encrypt_rtcp
+        self.initial_roc = check_roc(initial_roc)
         self._rtp: dict[int, _RtpState] = {}  # receiver state per SSRC
         self._rtcp: dict[int, tuple[int, int]] = {}  # SSRC -> (highest index, window)
         self._send_rtp: dict[int, _RtpState] = {}
         self._send_rtcp: dict[int, int] = {}  # SSRC -> next SRTCP index
         for ssrc, index in (received or {}).items():
-            self._rtp[ssrc] = _RtpState(index >> 16, index & 0xFFFF, 1)
+            self._rtp[ssrc] = _RtpState.at(index)
         for ssrc, index in (srtcp_next or {}).items():
             self._send_rtcp[ssrc] = index & _RTCP_INDEX_MASK
 
@@ -139,39 +129,21 @@ class AESCMTransform:
     def protect_rtp(self, packet: bytes) -> bytes:
         header = rtp_header_length(packet)
         seq, ssrc = struct.unpack_from("!H", packet, 2)[0], struct.unpack_from("!I", packet, 8)[0]
-        state = self._send_rtp.get(ssrc)
-        if state is None:
-            state = self._send_rtp[ssrc] = _RtpState(0, seq, 0)
-        elif seq < state.highest and state.highest - seq > 0x8000:
-            state.roc += 1  # the sequence number wrapped
-        state.highest = seq
-        index = (state.roc << 16) | seq
+        index = send_index(self._send_rtp, ssrc, seq, self.initial_roc)
         body = packet[header:]
         if self.encrypt_rtp:
             k = self.rtp_keys
             body = _xor(body, keystream(k.cipher, self._iv(k.salt, ssrc, index), len(body)))
         out = packet[:header] + body
-        return out + self._tag(self.rtp_keys.auth, out + struct.pack("!I", state.roc), self.rtp_tag)
+        return out + self._tag(self.rtp_keys.auth, out + struct.pack("!I", index >> 16), self.rtp_tag)
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
         header = rtp_header_length(packet)
         if len(packet) < header + self.rtp_tag:
             raise TransformError("SRTP packet shorter than its header and authentication tag")
         seq, ssrc = struct.unpack_from("!H", packet, 2)[0], struct.unpack_from("!I", packet, 8)[0]
-        state = self._rtp.get(ssrc)
-        roc = state.roc if state is not None else 0
-        if state is not None:
-            # RFC 3711 §3.3.1: the ROC that puts this sequence number closest to s_l.
-            if state.highest < 0x8000:
-                if seq - state.highest > 0x8000:
-                    roc -= 1
-            elif state.highest - 0x8000 > seq:
-                roc += 1
-            if roc < 0:
-                raise TransformError("SRTP packet from before the first rollover")
-        index = (roc << 16) | seq
-        if state is not None:
-            self._check_replay(index, (state.roc << 16) | state.highest, state.window)
+        index = receive_index(self._rtp.get(ssrc), seq, self.initial_roc)
+        roc = index >> 16
         authenticated, tag = packet[: len(packet) - self.rtp_tag], packet[len(packet) - self.rtp_tag:]
         if not hmac.compare_digest(self._tag(self.rtp_keys.auth, authenticated + struct.pack("!I", roc), self.rtp_tag), tag):
             raise TransformError("SRTP authentication failed")
@@ -179,11 +151,7 @@ class AESCMTransform:
         if self.encrypt_rtp:
             k = self.rtp_keys
             body = _xor(body, keystream(k.cipher, self._iv(k.salt, ssrc, index), len(body)))
-        if state is None:
-            self._rtp[ssrc] = _RtpState(roc, seq, 1)
-        else:
-            highest, window = self._advance(index, (state.roc << 16) | state.highest, state.window)
-            state.roc, state.highest, state.window = highest >> 16, highest & 0xFFFF, window
+        accept_rtp(self._rtp, ssrc, index)
         return authenticated[:header] + body
 
     # --- SRTCP --------------------------------------------------------------------------------
@@ -192,8 +160,7 @@ class AESCMTransform:
         if len(packet) < 8:
             raise TransformError("RTCP packet shorter than 8 bytes")
         ssrc = struct.unpack_from("!I", packet, 4)[0]
-        index = self._send_rtcp.get(ssrc, 1)  # from 1, like libsrtp
-        self._send_rtcp[ssrc] = (index + 1) & _RTCP_INDEX_MASK
+        index = next_srtcp_index(self._send_rtcp, ssrc)
         body = packet[8:]
         if self.encrypt_rtcp:
             k = self.rtcp_keys
@@ -213,29 +180,10 @@ class AESCMTransform:
         ssrc = struct.unpack_from("!I", packet, 4)[0]
         seen = self._rtcp.get(ssrc)
         if seen is not None:
-            self._check_replay(index, *seen)
+            check_replay(index, *seen)
         body = authenticated[8:-4]
         if word & _E_FLAG:
             k = self.rtcp_keys
             body = _xor(body, keystream(k.cipher, self._iv(k.salt, ssrc, index), len(body)))
-        self._rtcp[ssrc] = (index, 1) if seen is None else self._advance(index, *seen)
+        accept_rtcp(self._rtcp, ssrc, index)
         return packet[:8] + body
-
-    # --- replay window (RFC 3711 §3.3.2) -------------------------------------------------------
-
-    @staticmethod
-    def _check_replay(index: int, highest: int, window: int) -> None:
-        if index > highest:
-            return
-        delta = highest - index
-        if delta >= REPLAY_WINDOW:
-            raise TransformError("SRTP packet too old (outside the replay window)")
-        if window >> delta & 1:
-            raise TransformError("SRTP packet replayed")
-
-    @staticmethod
-    def _advance(index: int, highest: int, window: int) -> tuple[int, int]:
-        mask = (1 << REPLAY_WINDOW) - 1
-        if index > highest:
-            return index, ((window << (index - highest)) | 1) & mask
-        return highest, window | (1 << (highest - index))

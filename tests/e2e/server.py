@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from unittest import TestCase
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIPP_DIR = os.path.join(REPOSITORY, "tests", "e2e", "sipp")
@@ -175,6 +176,15 @@ class Server:
                 return handle.read()
         except OSError:
             return "(no log)"
+
+    def stop_cleanly(self, test: TestCase) -> str:
+        """Stop the server and fail ``test`` unless it exited cleanly; returns its log."""
+        code = self.stop()
+        log = self.log()
+        # twistd ends with the signal it got (-SIGTERM): that is a clean stop too.
+        test.assertIn(code, (0, -15), f"twistd exit status {code}\n{log}")
+        test.assertNotIn("Traceback", log)
+        return log
 
 
 def sipp_available() -> bool:
