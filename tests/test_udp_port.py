@@ -89,3 +89,13 @@ class DirectDispatchTests(unittest.TestCase):
         from twisted.internet.task import Clock
 
         self.assertFalse(dispatch_media_directly(Clock()))
+
+    def test_epoll_reactor_without_the_private_attributes_left_alone(self) -> None:
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        iteration = reactor.doIteration
+        reactor.__dict__.pop("_poller")  # as a Twisted that renamed it would be (closed above)
+        self.assertFalse(dispatch_media_directly(reactor))
+        self.assertEqual(reactor.doIteration, iteration)

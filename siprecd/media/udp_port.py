@@ -115,5 +115,9 @@ def dispatch_media_directly(reactor: Any) -> bool:
 
     if not isinstance(reactor, EPollReactor):
         return False
+    # The replacement leans on the epoll reactor's private attributes: a Twisted that no
+    # longer has them keeps its own dispatch rather than fail at the first poll.
+    if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
+        return False
     reactor.doIteration = reactor.doPoll = types.MethodType(_poll_media_directly, reactor)
     return True
