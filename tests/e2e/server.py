@@ -33,6 +33,16 @@ def free_port(kinds: tuple[int, ...] = (socket.SOCK_STREAM, socket.SOCK_DGRAM)) 
     raise RuntimeError("no free port found")
 
 
+def free_port_pair() -> int:
+    """An even UDP port on 127.0.0.1 whose odd neighbour is free too (RTP and RTCP for a peer
+    that insists on choosing its own media port)."""
+    for _ in range(200):
+        port = free_port((socket.SOCK_DGRAM,)) & ~1
+        if port >= 1024 and _bindable(socket.SOCK_DGRAM, port) and _bindable(socket.SOCK_DGRAM, port + 1):
+            return port
+    raise RuntimeError("no free even/odd UDP port pair found")
+
+
 def _bindable(kind: int, port: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as probe:
         try:

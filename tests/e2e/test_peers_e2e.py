@@ -1,0 +1,115 @@
+"""Interop on loopback: independent SIP phones (linphonec, baresip) call ``twistd -n siprec``.
+
+siprecd runs with ``[siprec] accept_plain_calls = true``, so an ordinary call from a phone is
+recorded like a one-stream SIPREC session.  Each phone plays a known tone as its microphone
+(:func:`tests.e2e.peers.write_tone`), talks for a few seconds and hangs up; the test then finds
+the session by the Call-ID the phone really sent, and checks session.json and the recorded WAV:
+the tone's frequency (FFT peak) and level, and that it lasts about as long as the call.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.audio import assert_near, dominant_frequency, onset, read_wav, rms
+from tests.e2e.peers import BARESIP, LINPHONEC, Baresip, Linphone, PeerCall, peer_available, write_tone
+from tests.e2e.server import Server
+
+CALL_SECONDS = 3.0
+TONE_RMS = 0.5 * 32767 / 2**0.5  # write_tone's level: a sine at half scale
+
+
+class PeerTestCase(SynchronousTestCase):
+    program = ""
+    security: dict[str, str] = {}
+
+    def setUp(self) -> None:
+        if not peer_available(self.program):
+            raise SkipTest(f"{self.program} is not installed (Debian linphone-cli / baresip-core): run scripts/setup")
+        sections = {"siprec": {"accept_plain_calls": "true"}}
+        if self.security:
+            sections["security"] = dict(self.security)
+        self.server = Server(self.mktemp(), sections=sections)
+        self.server.start()
+        self.addCleanup(self._stop)
+
+    def _stop(self) -> None:
+        code = self.server.stop()
+        log = self.server.log()
+        self.assertIn(code, (0, -15), f"twistd exit status {code}\n{log}")
+        self.assertNotIn("Traceback", log)
+
+    @property
+    def uri(self) -> str:
+        return f"sip:srs@127.0.0.1:{self.server.sip_port}"
+
+    def place_call(self, peer: Linphone | Baresip, frequency: float) -> PeerCall:
+        self.addCleanup(peer.kill)
+        wav = write_tone(os.path.join(peer.directory, "tone.wav"), frequency, CALL_SECONDS + 5)
+        call = peer.call(self.uri, wav, CALL_SECONDS)
+        context = f"{call.explain()}\n--- server log (end)\n{self.server.log()[-4000:]}"
+        self.assertTrue(call.connected, context)
+        self.assertTrue(call.ended, context)
+        self.assertFalse(call.timed_out, context)
+        self.assertEqual(call.returncode, 0, context)
+        return call
+
+    def session(self, call: PeerCall) -> tuple[dict[str, Any], str]:
+        """session.json and directory of the call whose Call-ID the peer sent."""
+        invites = call.invites()
+        self.assertTrue(invites, f"no INVITE in the peer's trace\n{call.explain()}")
+        found = re.search(r"^(?:Call-ID|i):\s*(\S+)", invites[0], re.M | re.I)
+        assert found is not None, invites[0]
+        for path in glob.glob(os.path.join(self.server.recordings, "*", "*", "*", "*", "session.json")):
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            if document["call_id"] == found.group(1):
+                return document, os.path.dirname(path)
+        self.fail(f"no session.json for Call-ID {found.group(1)}\n{self.server.log()[-4000:]}")
+
+    def assert_tone_recorded(self, call: PeerCall, frequency: float, user_agent: str) -> dict[str, Any]:
+        """The call's single stream was recorded and holds the tone; returns its stream entry."""
+        document, directory = self.session(call)
+        self.assertEqual((document["state"], document["end_reason"]), ("ended", "BYE from the SRC"))
+        self.assertIn(user_agent, document["sip"]["user_agent"])
+        (entry,) = [s for s in document["streams"] if s["recorded"]]
+        self.assertEqual(entry["codec"], "PCMU")
+        self.assertIsNone(entry["recording"]["error"])
+        # 50 packets a second for most of the call (start-up and hang-up cost a little).
+        self.assertGreater(entry["packets_received"], 0.6 * 50 * CALL_SECONDS, entry)
+        rate, channels, samples = read_wav(os.path.join(directory, entry["file"]))
+        self.assertEqual((rate, channels), (8000, 1))
+        start = onset(samples)
+        self.assertIsNotNone(start, f"{entry['file']}: no sound at all")
+        assert start is not None
+        heard = samples[start:]
+        self.assertGreater(len(heard) / rate, 0.6 * CALL_SECONDS, "too little of the tone was recorded")
+        body = heard[rate // 10 : len(heard) - rate // 10]
+        assert_near(self, dominant_frequency(body, rate), frequency, 3, "tone frequency")
+        assert_near(self, rms(body), TONE_RMS, 0.15 * TONE_RMS, "tone level")
+        return entry
+
+
+class LinphonePlainTests(PeerTestCase):
+    program = LINPHONEC
+
+    def test_plain_call_recorded(self) -> None:
+        """linphonec calls with plain RTP (PCMU chosen from its offer): the tone is recorded."""
+        call = self.place_call(Linphone(self.mktemp()), 523.0)
+        entry = self.assert_tone_recorded(call, 523.0, "Linphonec/")
+        self.assertIsNone(entry.get("security"))
+
+
+class BaresipPlainTests(PeerTestCase):
+    program = BARESIP
+
+    def test_plain_call_recorded(self) -> None:
+        """baresip calls with plain RTP: the tone is recorded."""
+        call = self.place_call(Baresip(self.mktemp()), 659.0)
+        self.assert_tone_recorded(call, 659.0, "baresip")
