@@ -54,7 +54,7 @@ class PeerOfferTests(SynchronousTestCase):
             self.assertEqual(suites(session), expected, name)
 
     def test_linphonec_optional_sdes_falls_back_to_plain(self) -> None:
-        """Not mandatory: a refused RTP/SAVP offer is followed by a new INVITE with RTP/AVP."""
+        """Not mandatory: a refused RTP/SAVP offer is followed by a new call offering RTP/AVP."""
         (_, first), (_, second) = offer("linphonec-sdes-optional-1.sip"), offer("linphonec-sdes-optional-2.sip")
         self.assertEqual((first.media[0].proto, len(suites(first))), ("RTP/SAVP", 4))
         self.assertEqual((second.media[0].proto, suites(second)), ("RTP/AVP", []))
