@@ -116,7 +116,6 @@ def _choice(*options: str) -> Parser:
 def _codecs(text: str) -> tuple[str, ...]:
     # Only codecs the SRS decodes may be chosen: anything else would be recorded as noise.
     from siprecd.media.codecs import SUPPORTED_CODECS
-
     names = _names(text)
     known = {name.lower() for name in SUPPORTED_CODECS}
     unknown = [name for name in names if name.split("/")[0].lower() not in known]
@@ -125,6 +124,21 @@ def _codecs(text: str) -> tuple[str, ...]:
             f"no decoder for {', '.join(unknown)} (supported: {', '.join(sorted(SUPPORTED_CODECS))})"
         )
     return names
+
+
+def _known_names(known: tuple[str, ...], what: str) -> Parser:
+    def parse(text: str) -> tuple[str, ...]:
+        names = _names(text)
+        if any(name not in known for name in names) or len(set(names)) != len(names):
+            raise ValueError(f"{what} must be distinct names from {', '.join(known)}; got {', '.join(names)}")
+        return names
+    return parse
+
+
+# The Python AES-256-CM path costs more per packet than libsrtp's suites: those come first.
+DEFAULT_SUITES = ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80",
+                  "AES_256_CM_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AES_256_CM_HMAC_SHA1_32")
+_suites = _known_names(DEFAULT_SUITES, "suites")
 
 
 def _algorithm(text: str) -> str:
@@ -137,7 +151,6 @@ def _algorithm(text: str) -> str:
 
 def _duration(text: str) -> float:
     from siprecd.crypto.rotation import parse_duration
-
     return parse_duration(text)
 
 
@@ -280,6 +293,19 @@ SCHEMA: dict[str, list[Key]] = {
         Key("max_metadata_size", _int(1024, 16777216), "1048576", "Largest metadata document parsed, bytes."),
         Key("retry_after", _int(1, 3600), "10", "Retry-After seconds on 503 for overload."),
     ],
+    "security": [
+        Key("srtp", _choice("off", "optional", "required"), "optional",
+            "Secured media: 'off' refuses RTP/SAVP m-lines (a=crypto on RTP/AVP is ignored), 'optional' "
+            "records SRTP and plain RTP, 'required' refuses plain RTP m-lines (488 if none is left)."),
+        Key("suites", _suites, " ".join(DEFAULT_SUITES),
+            "SRTP suites accepted, most preferred first (the SRS's order decides, not the offer's)."),
+        Key("key_exchange", _known_names(("sdes", "dtls-srtp"), "key_exchange"), "sdes dtls-srtp",
+            "Key exchange methods accepted, most preferred first: sdes (RFC 4568), dtls-srtp (RFC 5763)."),
+        Key("allow_unencrypted", _bool, "false",
+            "Accept SDES UNENCRYPTED_SRTP/SRTCP (authenticated only); UNAUTHENTICATED_SRTP: never."),
+        Key("rekey_grace", _float(0, 60), "5",
+            "Seconds the previous key still unprotects packets in flight after a re-offer changes it."),
+    ],
     "encryption": [
         Key(
             "enabled",
@@ -387,6 +413,15 @@ class SiprecConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    srtp: str
+    suites: tuple[str, ...]
+    key_exchange: tuple[str, ...]
+    allow_unencrypted: bool
+    rekey_grace: float
+
+
+@dataclass(frozen=True)
 class EncryptionConfig:
     enabled: bool
     algorithm: str
@@ -418,6 +453,7 @@ SECTIONS: dict[str, type] = {
     "recording": RecordingConfig,
     "service": ServiceConfig,
     "siprec": SiprecConfig,
+    "security": SecurityConfig,
     "encryption": EncryptionConfig,
     "web": WebConfig,
 }
@@ -430,6 +466,7 @@ class Config:
     recording: RecordingConfig
     service: ServiceConfig
     siprec: SiprecConfig
+    security: SecurityConfig
     encryption: EncryptionConfig
     web: WebConfig
     source: str = field(default="embedded defaults")

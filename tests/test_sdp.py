@@ -575,9 +575,9 @@ class PlanTests(SynchronousTestCase):
              (1, False, "offered with port 0 (stream disabled)"),
              (2, False, "video not recorded"),
              (3, False, "application not recorded"),
-             (4, False, "secured media (SRTP) is not supported yet"),
-             (5, False, "secured media (SRTP) is not supported yet"),
-             (6, False, "secured media (SRTP) is not supported yet"),
+             (4, False, "secured media (SRTP) refused: no [security] policy given"),
+             (5, False, "secured media (SRTP) refused: no [security] policy given"),
+             (6, False, "secured media (SRTP) refused: no [security] policy given"),
              (7, False, "transport 'TCP/RTP/AVP' not supported"),
              (8, False, "no acceptable codec (offered: G729/8000)")],
         )
@@ -589,14 +589,14 @@ class PlanTests(SynchronousTestCase):
         parsed = offer("m=audio 4000 RTP/AVP 0", head=HEAD + ("a=fingerprint:sha-256 AB:CD",))
         exc = self.assertRaises(SDPError, plan_streams, parsed, codec_preference=PREFERENCE)
         self.assertEqual(exc.warning, "nothing to record: m-line 1/1 (audio): "
-                                      "secured media (SRTP) is not supported yet")
+                                      "secured media (SRTP) refused: no [security] policy given")
 
     def test_all_secured_offer_refused_with_every_reason(self) -> None:
         parsed = offer("m=audio 4000 RTP/SAVP 0", "a=label:1", "m=video 4002 RTP/SAVP 96")
         exc = self.assertRaises(SDPError, plan_streams, parsed, codec_preference=PREFERENCE)
         self.assertEqual(exc.warning,
                          "nothing to record: m-line 1/2 (audio, label '1'): secured media (SRTP) "
-                         "is not supported yet; m-line 2/2 (video): video not recorded")
+                         "refused: no [security] policy given; m-line 2/2 (video): video not recorded")
 
     def test_video_recorded_when_asked(self) -> None:
         parsed = offer("m=audio 4000 RTP/AVP 0", "m=video 4002 RTP/AVP 96",
@@ -658,7 +658,7 @@ class AnswerTests(SynchronousTestCase):
         ))
         self.assertEqual([(c.accepted, c.port, c.label, c.reason) for c in choices],
                          [(True, 30000, "plain", None),
-                          (False, 0, "secret", "secured media (SRTP) is not supported yet")])
+                          (False, 0, "secret", "secured media (SRTP) refused: no [security] policy given")])
 
     def test_video_rejected_with_port_zero(self) -> None:
         parsed = offer("m=audio 4000 RTP/AVP 0", "a=label:1",

@@ -4,20 +4,38 @@ The RTP path per packet: latch check, header parse, RFC 3550 statistics, timelin
 a write only when the timeline released something.  No Deferreds, no logging, no per-packet
 objects beyond the parsed packet.  RTCP: sender reports feed statistics (LSR/DLSR) and the
 timeline's NTP mapping; receiver reports go back to the SRC on the session's periodic tick.
+
+Secured streams (:meth:`StreamMedia.secure`): every datagram is unprotected before it is
+parsed, and before it may capture the latch; what does not authenticate is dropped and counted
+(``srtp_auth_failures``, ``srtcp_auth_failures``), never logged per packet.  Receiver reports
+leave SRTCP-protected with the SRS's own key.
 """
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
+from siprecd.security.srtp import SRTPError
+
+
+class Inbound(Protocol):
+    """An InboundSRTP, an InboundKeyRing, or DTLS-SRTP's context: anything that unprotects."""
+
+    def unprotect_rtp(self, packet: bytes) -> bytes: ...
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes: ...
+
+
+class Outbound(Protocol):
+    def protect_rtcp(self, packet: bytes) -> bytes: ...
 
 
 @dataclass
@@ -34,13 +52,25 @@ class ReceptionCounters:
     rtcp_sender_reports: int = 0
     rtcp_byes: int = 0
     receiver_reports_sent: int = 0
+    srtp_auth_failures: int = 0  # SRTP that did not authenticate (or replayed): dropped
+    srtcp_auth_failures: int = 0  # unauthenticated or forged RTCP on a secured stream: dropped
+    srtp_old_key: int = 0  # packets accepted under the previous key during a rekey's grace
+    rekeys: int = 0
 
 
 class StreamMedia:
     """Both sockets' protocols of one recorded stream and the state they share."""
 
-    def __init__(self, clock: IReactorTime, *, latch_sdp_address: bool, ssrc: int, cname: str) -> None:
+    def __init__(
+        self, clock: IReactorTime, *, latch_sdp_address: bool, ssrc: int, cname: str, rekey_grace: float = 0.0
+    ) -> None:
         self.clock = clock
+        self.rekey_grace = rekey_grace
+        self.inbound: Inbound | None = None
+        self.outbound: Outbound | None = None
+        self.negotiated: Any = None  # the key exchange's agreement (security.policy.Negotiated)
+        self._previous: Inbound | None = None  # the replaced key, during its grace period
+        self._grace_call: IDelayedCall | None = None
         self.latch_sdp_address = latch_sdp_address
         self.ssrc = ssrc  # the SRS's own SSRC in its receiver reports
         self.cname = cname
@@ -54,6 +84,55 @@ class StreamMedia:
     def attach(self, recorder: Any, clock_rate: int) -> None:
         self.recorder = recorder
         self.stats = StreamStats(clock_rate)
+
+    def secure(self, inbound: Inbound | None, outbound: Outbound | None) -> None:
+        """Install the stream's SRTP contexts, or replace them (a rekey: a new key, new context).
+
+        The replaced inbound context keeps working for ``rekey_grace`` seconds for packets
+        still in flight under the old key.  Installing the same objects again changes nothing.
+        """
+        if inbound is self.inbound and outbound is self.outbound:
+            return
+        self._end_grace()
+        if self.inbound is not None and inbound is not self.inbound:
+            self.counters.rekeys += 1
+            if self.rekey_grace > 0:
+                self._previous = self.inbound
+                self._grace_call = self.clock.callLater(self.rekey_grace, self._end_grace)
+        self.inbound = inbound
+        self.outbound = outbound
+
+    def _end_grace(self) -> None:
+        if self._grace_call is not None and self._grace_call.active():
+            self._grace_call.cancel()
+        self._grace_call = None
+        self._previous = None
+
+    def close(self) -> None:
+        """The stream ends: no timer of its own may outlive it."""
+        self._end_grace()
+
+    def unprotect(self, datagram: bytes, rtcp: bool) -> bytes | None:
+        """The plaintext of a secured datagram, or None (counted) when it does not authenticate."""
+        inbound = self.inbound
+        assert inbound is not None
+        try:
+            return inbound.unprotect_rtcp(datagram) if rtcp else inbound.unprotect_rtp(datagram)
+        except SRTPError:
+            previous = self._previous
+            if previous is not None:
+                try:
+                    plain = previous.unprotect_rtcp(datagram) if rtcp else previous.unprotect_rtp(datagram)
+                except SRTPError:
+                    pass
+                else:
+                    self.counters.srtp_old_key += 1
+                    return plain
+        if rtcp:
+            self.counters.srtcp_auth_failures += 1
+        else:
+            self.counters.srtp_auth_failures += 1
+        return None
 
     def expect(self, address: str | None, port: int | None) -> None:
         """The SDP's media address (new offer): latch again to the first packet after it."""
@@ -77,8 +156,10 @@ class StreamMedia:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
         try:
+            if self.outbound is not None:
+                report = self.outbound.protect_rtcp(report)
             self.rtcp.transport.write(report, peer)
-        except OSError:
+        except (OSError, SRTPError):
             return False
         self.counters.receiver_reports_sent += 1
         return True
@@ -113,6 +194,7 @@ class RTPProtocol(DatagramProtocol):
         media = self.media
         counters = media.counters
         counters.datagrams += 1
+        latch = False
         if addr != self.source:
             if self.source is not None:
                 counters.other_source += 1
@@ -125,10 +207,19 @@ class RTPProtocol(DatagramProtocol):
                 # Not RTP (nor RTCP): a stray datagram must not capture the stream's latch.
                 counters.malformed += 1
                 return
-            self.source = addr  # symmetric RTP: latch to the first source
+            latch = True  # symmetric RTP: latch to the first source (once it authenticates)
         if len(datagram) > 1 and 192 <= datagram[1] <= 223:
-            media.rtcp.datagramReceived(datagram, addr)  # RTCP multiplexed on the RTP port
+            # RTCP multiplexed on the RTP port
+            if media.rtcp.handle(datagram, addr) and latch:
+                self.source = addr
             return
+        if media.inbound is not None:
+            plain = media.unprotect(datagram, rtcp=False)
+            if plain is None:
+                return  # forged, replayed or under an unknown key: it must not latch either
+            datagram = plain
+        if latch:
+            self.source = addr
         recorder = media.recorder
         if recorder is None:
             counters.before_recording += 1
@@ -154,6 +245,10 @@ class RTCPProtocol(DatagramProtocol):
         self.peer: tuple[str, int] | None = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+        self.handle(datagram, addr)
+
+    def handle(self, datagram: bytes, addr: tuple[str, int]) -> bool:
+        """Take one RTCP datagram; False when it was dropped."""
         media = self.media
         counters = media.counters
         counters.rtcp_packets += 1
@@ -161,12 +256,17 @@ class RTCPProtocol(DatagramProtocol):
         if source is not None and addr[0] != source[0]:
             # RTCP from another host than the latched media: reports and BYEs are not its to send.
             counters.rtcp_other_source += 1
-            return
+            return False
+        if media.inbound is not None:
+            plain = media.unprotect(datagram, rtcp=True)
+            if plain is None:
+                return False  # unauthenticated RTCP (some peers send it): dropped quietly
+            datagram = plain
         try:
             packets = parse_rtcp(datagram)
         except MalformedPacket:
             counters.rtcp_malformed += 1  # e.g. unauthenticated junk: dropped quietly
-            return
+            return False
         if self.peer is None:
             self.peer = addr
         now = media.clock.seconds()
@@ -179,6 +279,7 @@ class RTCPProtocol(DatagramProtocol):
                     media.recorder.timeline.sender_report(packet.ssrc, packet.ntp_timestamp, packet.rtp_timestamp)
             elif isinstance(packet, Bye):
                 counters.rtcp_byes += 1
+        return True
 
 
 def set_receive_buffer(port: Any, size: int) -> None:

@@ -8,14 +8,20 @@ Two steps so that the caller allocates ports only for streams it will record:
 
 The SRS only receives: recordable streams are answered ``recvonly`` (or ``inactive`` when the
 offerer will not send), everything else with port 0.
+
+Secured media is decided by a ``security`` planner (``SecurityPolicy.decide`` from
+:mod:`siprecd.security.policy`): per m-line it refuses, accepts plain RTP, or agrees a key
+exchange whose answer attributes (``a=crypto``, ``a=fingerprint``...) the answer carries.  The
+answer's proto mirrors the offer's m-line (RTP/AVP with ``a=crypto`` stays RTP/AVP).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from siprecd.sdp.model import (
     Connection,
@@ -31,11 +37,14 @@ __all__ = ["StreamChoice", "build_answer", "plan_streams", "security_refusal"]
 
 _RECORDABLE_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF"})
 _SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"})
+_RECORDABLE_SECURE_PROTOS = _RECORDABLE_PROTOS | _SECURE_PROTOS
 # SDES keys, DTLS-SRTP fingerprints and MIKEY: any of them means the media will be encrypted.
 _SECURITY_ATTRIBUTES = ("crypto", "fingerprint", "key-mgmt")
 # Payload formats that ride along with a voice codec and are never a stream's codec by themselves.
 _NOT_A_CODEC = frozenset({"telephone-event", "cn", "red", "ulpfec", "flexfec", "rtx"})
-_SRTP_NOT_SUPPORTED = "secured media (SRTP) is not supported yet"
+_SRTP_NO_POLICY = "secured media (SRTP) refused: no [security] policy given"
+# m-line, session -> an object with ``refusal`` (str | None) and ``negotiated`` (or None).
+SecurityPlanner = Callable[[MediaDescription, SessionDescription], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,34 +67,38 @@ class StreamChoice:
     reason: str | None = None
     # The RTP port in the answer; None from plan_streams, set by build_answer (0 when rejected).
     port: int | None = None
+    # The key exchange agreed (security.policy.Negotiated), None for plain RTP.
+    security: Any = None
 
 
 def security_refusal(m: MediaDescription, session: SessionDescription) -> str | None:
-    """Why a secured m-line cannot be recorded yet, or None if it is plain RTP.
+    """Without a security planner: why a secured m-line is refused, or None for plain RTP.
 
-    This is the one place to change when SRTP arrives.  DTLS fingerprints and MIKEY may sit at
-    session level, so the session is looked at too.
+    DTLS fingerprints and MIKEY may sit at session level, so the session is looked at too.
     """
     if m.proto.upper() in _SECURE_PROTOS:
-        return _SRTP_NOT_SUPPORTED
+        return _SRTP_NO_POLICY
     for name in _SECURITY_ATTRIBUTES:
         if m.has_attribute(name) or session.has_attribute(name):
-            return _SRTP_NOT_SUPPORTED
+            return _SRTP_NO_POLICY
     return None
 
 
-def _refusal(m: MediaDescription, session: SessionDescription, record_video: bool) -> str | None:
+def _refusal(
+    m: MediaDescription, session: SessionDescription, record_video: bool, security: SecurityPlanner | None
+) -> tuple[str | None, Any]:
+    """(why the m-line is not recorded or None, the security agreement or None)."""
     if m.port == 0:
-        return "offered with port 0 (stream disabled)"
+        return "offered with port 0 (stream disabled)", None
     media = m.media.lower()
     if media != "audio" and not (media == "video" and record_video):
-        return f"{m.media} not recorded"
-    secured = security_refusal(m, session)
-    if secured is not None:
-        return secured
-    if m.proto.upper() not in _RECORDABLE_PROTOS:
-        return f"transport {m.proto!r} not supported"
-    return None
+        return f"{m.media} not recorded", None
+    if m.proto.upper() not in _RECORDABLE_SECURE_PROTOS:
+        return f"transport {m.proto!r} not supported", None
+    if security is None:
+        return security_refusal(m, session), None
+    decision = security(m, session)
+    return decision.refusal, decision.negotiated
 
 
 def _parse_preference(entry: str) -> tuple[str, int | None, int | None]:
@@ -139,6 +152,7 @@ def plan_streams(
     *,
     codec_preference: Sequence[str],
     record_video: bool = False,
+    security: SecurityPlanner | None = None,
 ) -> list[StreamChoice]:
     """Say for each offered m-line whether it will be recorded, before any port is allocated.
 
@@ -146,6 +160,7 @@ def plan_streams(
     survive until the call resumes.  Raises SDPError listing every m-line's reason when the
     offer has m-lines but none is recordable; an offer without m-lines is legal.
     ``codec_preference`` entries are ``NAME[/clock[/channels]]``, compared case-insensitively.
+    ``security`` decides secured m-lines (without it they are refused).
     """
     choices: list[StreamChoice] = []
     for index, m in enumerate(offer.media):
@@ -159,7 +174,7 @@ def plan_streams(
             offered_direction=offered_direction,
             on_hold=m.on_hold(offer),
         )
-        reason = _refusal(m, offer, record_video)
+        reason, negotiated = _refusal(m, offer, record_video, security)
         chosen = _choose_codec(m, codec_preference) if reason is None else None
         if reason is None and chosen is None:
             reason = f"no acceptable codec (offered: {_offered_codecs(m)})"
@@ -178,6 +193,7 @@ def plan_streams(
                 clock_rate=rtpmap.clock_rate,
                 channels=rtpmap.channels,
                 telephone_event_pt=int(event_pt) if event_pt is not None else None,
+                security=negotiated,
             )
         )
     if choices and not any(choice.accepted for choice in choices):
@@ -220,6 +236,7 @@ def _reject(choice: StreamChoice, reason: str) -> StreamChoice:
         telephone_event_pt=None,
         reason=reason,
         port=0,
+        security=None,
     )
 
 
@@ -245,6 +262,8 @@ def _recorded_media(
         attributes.append(("ptime", ptime))
     if announce_rtcp:
         attributes.append(("rtcp", str(port + 1)))
+    if choice.security is not None:
+        attributes.extend(choice.security.attributes)
     if choice.label is not None:
         attributes.append(("label", choice.label))
     attributes.append((choice.direction, None))
@@ -269,6 +288,8 @@ def build_answer(
     username: str = "siprecd",
     record_video: bool = False,
     announce_rtcp: bool = False,
+    security: SecurityPlanner | None = None,
+    plan: Sequence[StreamChoice] | None = None,
 ) -> tuple[SessionDescription, list[StreamChoice]]:
     """Answer ``offer`` with one m-line per offered m-line, in order (RFC 3264 §6).
 
@@ -276,6 +297,8 @@ def build_answer(
     when it is not recorded; give ports only where :func:`plan_streams` (called with the same
     preference) said ``accepted``.  ``origin_version`` must grow with every answer in a dialog
     (RFC 3264 §8).  Raises SDPError like plan_streams, ValueError for a caller mistake.
+    ``plan``: the caller's own :func:`plan_streams` result (security agreements carry fresh
+    keys: planning twice would answer other keys than the ones installed).
     """
     if len(ports) != len(offer.media):
         raise ValueError(f"{len(ports)} ports given for {len(offer.media)} offered m-lines")
@@ -285,7 +308,10 @@ def build_answer(
         raise ValueError(f"o= username must be one non-empty token, got {username!r}")
     addrtype = _addrtype(address)
     connection = Connection("IN", addrtype, address)
-    plan = plan_streams(offer, codec_preference=codec_preference, record_video=record_video)
+    if plan is None:
+        plan = plan_streams(offer, codec_preference=codec_preference, record_video=record_video, security=security)
+    elif len(plan) != len(offer.media):
+        raise ValueError(f"plan has {len(plan)} choices for {len(offer.media)} offered m-lines")
 
     media: list[MediaDescription] = []
     choices: list[StreamChoice] = []

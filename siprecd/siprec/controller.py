@@ -8,6 +8,7 @@ either side, CANCEL, missing ACK) finalizes the session.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -28,6 +29,7 @@ from siprecd.recording.interrupted import recover_interrupted
 from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, disk_free, session_directory
 from siprecd.recording.session import RecordingSession, SessionState
 from siprecd.sdp import SessionDescription, build_answer, parse, plan_streams, serialize
+from siprecd.security.policy import SecurityPolicy
 from siprecd.sip.dialog import Dialog
 from siprecd.sip.headers import contact_has_feature
 from siprecd.sip.message import Request, ResponseSpec
@@ -73,8 +75,10 @@ class Controller:
         ports: PortAllocator,
         at_rest: AtRest | None = None,
         metrics: Metrics | None = None,
+        security: SecurityPolicy | None = None,
     ) -> None:
         self.at_rest = at_rest or AtRest(None)
+        self.security = security or SecurityPolicy(config.security)
         self.clock = clock
         self.active = ActiveIndex(config.recording.directory)
         self.config = config
@@ -280,9 +284,15 @@ class Controller:
     ) -> bytes:
         siprec = self.config.siprec
         plan = plan_streams(
-            offer, codec_preference=siprec.codec_preference
+            offer, codec_preference=siprec.codec_preference, security=self.security.decide
         )
         ports = streams.assign(plan)
+        # A kept stream re-offered with the same key keeps its agreement: same answer key,
+        # same contexts and counters.
+        plan = [
+            dataclasses.replace(choice, security=self.security.carry_over(choice.security, stream.choice.security))
+            for choice, stream in zip(plan, streams.pending)
+        ]
         sdp, choices = build_answer(
             offer,
             address=self._media_address(request, dialog),
@@ -291,6 +301,7 @@ class Controller:
             origin_session_id=session.sdp_session_id,
             origin_version=session.sdp_version + 1,
             announce_rtcp=True,
+            plan=plan,
         )
         streams.settle(choices)
         session.sdp_version += 1
@@ -301,6 +312,9 @@ class Controller:
     ) -> None:
         try:
             media.attach(streams.pending, offer)
+            for stream in streams.pending:
+                if stream.media is not None and stream.choice.accepted:
+                    self.security.activate(stream.choice.security, stream.media)
         except RecordingWriteError as error:
             self._count("storage_errors")
             log.error("cannot create recording files of {session_id}: {error}", session_id=session.session_id, call_id=session.call_id, error=error)

@@ -66,6 +66,7 @@ class SessionMedia:
             latch_sdp_address=self.config.media.latch == "sdp",
             ssrc=secrets.randbits(32),
             cname=self.cname,
+            rekey_grace=self.config.security.rekey_grace,
         )
 
     def attach(self, streams: list[RecordedStream], offer: SessionDescription) -> None:
@@ -147,6 +148,8 @@ class SessionMedia:
 
     def finish_stream(self, stream: RecordedStream) -> None:
         """A stream ends (dropped by a re-offer, or the session ends): publish its file."""
+        if stream.media is not None:
+            stream.media.close()
         recorder = stream.recorder
         if recorder is not None:
             recorder.finish()

@@ -1,12 +1,14 @@
 """A small SIPREC SRC for end-to-end tests: SIP over UDP (blocking), then paced RTP to the SRS.
 
 SIPp cannot send a tone per stream in G.722 or Opus, nor vary loss and ordering per stream, so
-the media tests drive the SRS with this client.  It parses with siprecd's own parser only on the
+the media tests drive the SRS with this client.  A stream with ``crypto`` is offered on
+RTP/SAVP (or ``proto``) with an SDES ``a=crypto`` line and its packets leave SRTP-protected.  It parses with siprecd's own parser only on the
 receiving side (responses); everything it sends is written out by hand.
 """
 
 from __future__ import annotations
 
+import base64
 import random
 import socket
 import struct
@@ -14,8 +16,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from siprecd.media.rtp import build_rtp
+from siprecd.security.srtp import OutboundSRTP
+from siprecd.security.suites import SUITES
 from siprecd.sdp import parse as parse_sdp
 from siprecd.sip.message import Response, parse_message
 
@@ -34,15 +39,30 @@ class StreamSpec:
     # packet index -> (payload type, payload, index whose timestamp it carries, marker): packets
     # that replace the stream's own (telephone-events, say; see telephone_event()).
     overrides: Mapping[int, tuple[int, bytes, int, bool]] = field(default_factory=dict)
+    # SDES: (suite, key||salt); the m-line offers a=crypto:1 with it and the RTP is protected.
+    crypto: tuple[str, bytes] | None = None
+    proto: str | None = None  # default: RTP/SAVP with crypto, RTP/AVP without
+    extra_attributes: Sequence[str] = ()  # more a= lines for the m-line (more a=crypto, say)
+
+    def protector(self) -> OutboundSRTP | None:
+        if self.crypto is None:
+            return None
+        suite, material = self.crypto
+        split = SUITES[suite].key_length
+        return OutboundSRTP(suite, material[:split], material[split:])
 
 
 def offer(streams: Sequence[StreamSpec], address: str, ports: Sequence[int], direction: str = "sendonly") -> str:
     lines = ["v=0", f"o=src 1 1 IN IP4 {address}", "s=-", f"c=IN IP4 {address}", "t=0 0"]
     for stream, port in zip(streams, ports, strict=True):
         pts = [str(stream.payload_type)] + [m.split()[0] for m in stream.extra_rtpmaps]
-        lines.append(f"m=audio {port} RTP/AVP {' '.join(pts)}")
+        proto = stream.proto or ("RTP/SAVP" if stream.crypto else "RTP/AVP")
+        lines.append(f"m=audio {port} {proto} {' '.join(pts)}")
         lines.append(f"a=rtpmap:{stream.payload_type} {stream.encoding}")
         lines.extend(f"a=rtpmap:{m}" for m in stream.extra_rtpmaps)
+        if stream.crypto is not None:
+            lines.append(f"a=crypto:1 {stream.crypto[0]} inline:{base64.b64encode(stream.crypto[1]).decode()}")
+        lines.extend(f"a={a}" for a in stream.extra_attributes)
         lines.append(f"a={direction}")
         lines.append(f"a=label:{stream.label}")
     return "\r\n".join(lines) + "\r\n"
@@ -75,6 +95,7 @@ class SRCClient:
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind((host, 0))
         self.answer_ports: dict[str, int] = {}
+        self.answer: Any = None  # the last SDP answer (siprecd.sdp.SessionDescription)
 
     def close(self) -> None:
         self.sip.close()
@@ -123,7 +144,7 @@ class SRCClient:
         response = self._final("INVITE")
         if response.status == 200:
             self.to_tag = response.to.tag or ""
-            answer = parse_sdp(response.body)
+            self.answer = answer = parse_sdp(response.body)
             self.answer_ports = {m.label or str(i): m.port for i, m in enumerate(answer.media)}
             self.sip.sendto(self._request("ACK", cseq=self.cseq), self.server)
         return response
@@ -158,6 +179,7 @@ class SRCClient:
         plans: dict[str, list[tuple[int, int, bytes]]] = {}  # (slot, packet index, datagram)
         for stream in streams:
             plan = []
+            protector = stream.protector()
             sequence = rng.randrange(65536)
             timestamp = rng.randrange(2**32)
             for index, payload in enumerate(stream.payloads):
@@ -175,6 +197,8 @@ class SRCClient:
                     marker=marker,
                 )
                 sequence += 1
+                if protector is not None:
+                    packet = protector.protect_rtp(packet)
                 if loss and rng.random() < loss:
                     continue  # lost in the network: its sequence number is missing
                 plan.append((index, index, packet))

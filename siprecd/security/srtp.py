@@ -1,0 +1,221 @@
+"""SRTP contexts the receiver installs: inbound SRTP/SRTCP and the SRS's outbound SRTCP.
+
+pylibsrtp (libsrtp with OpenSSL, ~0.5 us per packet) runs every suite it has;
+:class:`~siprecd.security.transform.AESCMTransform` runs the AES-256-CM suites, the
+UNENCRYPTED_* variants and SRTCP with 32-bit tags, which some peers send for the _32 suites
+(RFC 4568 says 80).  Nothing here logs: callers count failures, key material stays inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pylibsrtp
+
+from siprecd.security.suites import SUITES, Suite
+from siprecd.security.transform import AESCMTransform, TransformError
+
+__all__ = ["InboundKeyRing", "InboundSRTP", "OutboundSRTCP", "OutboundSRTP", "SRTPError", "suite_named"]
+
+
+class SRTPError(Exception):
+    """A packet that does not authenticate, is replayed, or is malformed."""
+
+
+def suite_named(name: str) -> Suite:
+    try:
+        return SUITES[name]
+    except KeyError:
+        raise ValueError(f"unknown SRTP suite {name!r} (known: {', '.join(SUITES)})") from None
+
+
+class _Context:
+    """One master key, one direction: pylibsrtp where it can, the Python transform otherwise."""
+
+    def __init__(
+        self,
+        suite: str,
+        master_key: bytes,
+        master_salt: bytes,
+        *,
+        inbound: bool,
+        encrypt_rtp: bool = True,
+        encrypt_rtcp: bool = True,
+    ) -> None:
+        self.suite = s = suite_named(suite)
+        if len(master_key) != s.key_length or len(master_salt) != s.salt_length:
+            raise ValueError(
+                f"{s.name} needs a {s.key_length}-byte key and a {s.salt_length}-byte salt, "
+                f"got {len(master_key)} and {len(master_salt)}"
+            )
+        self._libsrtp: pylibsrtp.Session | None = None
+        self._python: AESCMTransform | None = None
+        plain = not (encrypt_rtp and encrypt_rtcp)
+        if s.libsrtp_profile is not None and not plain:
+            ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+            self._libsrtp = pylibsrtp.Session(
+                pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
+            )
+        elif s.aead:
+            raise ValueError(f"{s.name} cannot be used without encryption")
+        else:
+            self._python = AESCMTransform(
+                master_key, master_salt, rtp_tag=s.rtp_tag, rtcp_tag=s.rtcp_tag,
+                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+            )
+        # The _32 suites: a second SRTCP context for peers that send 32-bit SRTCP tags.
+        self._short_rtcp: AESCMTransform | None = None
+        if inbound and not s.aead and s.rtp_tag < s.rtcp_tag:
+            self._short_rtcp = AESCMTransform(
+                master_key, master_salt, rtp_tag=s.rtp_tag, rtcp_tag=s.rtp_tag,
+                encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp,
+            )
+        self._rtcp_short_first = False
+
+    def rtp(self, packet: bytes, protect: bool) -> bytes:
+        try:
+            if self._libsrtp is not None:
+                return self._libsrtp.protect(packet) if protect else self._libsrtp.unprotect(packet)
+            assert self._python is not None
+            return self._python.protect_rtp(packet) if protect else self._python.unprotect_rtp(packet)
+        except (pylibsrtp.Error, TransformError) as error:
+            raise SRTPError(f"SRTP {'protect' if protect else 'unprotect'} failed: {error}") from None
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        try:
+            if self._libsrtp is not None:
+                return self._libsrtp.protect_rtcp(packet)
+            assert self._python is not None
+            return self._python.protect_rtcp(packet)
+        except (pylibsrtp.Error, TransformError) as error:
+            raise SRTPError(f"SRTCP protect failed: {error}") from None
+
+    def _unprotect_rtcp_full(self, packet: bytes) -> bytes:
+        if self._libsrtp is not None:
+            return self._libsrtp.unprotect_rtcp(packet)
+        assert self._python is not None
+        return self._python.unprotect_rtcp(packet)
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        attempts = [self._unprotect_rtcp_full]
+        if self._short_rtcp is not None:
+            # Whichever tag length worked last is tried first: one HMAC per packet normally.
+            attempts.insert(0 if self._rtcp_short_first else 1, self._short_rtcp.unprotect_rtcp)
+        failure: Exception | None = None
+        for attempt in attempts:
+            try:
+                plain = attempt(packet)
+            except (pylibsrtp.Error, TransformError) as error:
+                failure = failure or error
+                continue
+            self._rtcp_short_first = attempt is not self._unprotect_rtcp_full
+            return plain
+        raise SRTPError(f"SRTCP unprotect failed: {failure}")
+
+
+def _strip_mki(packet: bytes, mki: bytes, tag: int, what: str) -> bytes:
+    # RFC 3711 §3.1: the MKI sits between the authenticated portion and the tag, unauthenticated.
+    end = len(packet) - tag
+    if end - len(mki) < 0 or packet[end - len(mki):end] != mki:
+        raise SRTPError(f"{what} packet does not carry the negotiated MKI")
+    return packet[: end - len(mki)] + packet[end:]
+
+
+class InboundSRTP:
+    """Unprotects what one peer sends under one master key (any SSRC, ROC and replay per SSRC).
+
+    ``mki``: the key's Master Key Identifier when the SDES line gave one (the packets carry it).
+    ``encrypt_rtp``/``encrypt_rtcp`` False: the UNENCRYPTED_SRTP/SRTCP session parameters
+    (authentication only).
+    """
+
+    def __init__(
+        self,
+        suite: str,
+        master_key: bytes,
+        master_salt: bytes,
+        *,
+        mki: bytes = b"",
+        encrypt_rtp: bool = True,
+        encrypt_rtcp: bool = True,
+    ) -> None:
+        self._context = _Context(
+            suite, master_key, master_salt, inbound=True, encrypt_rtp=encrypt_rtp, encrypt_rtcp=encrypt_rtcp
+        )
+        self.suite = self._context.suite
+        self.mki = mki
+
+    def unprotect_rtp(self, packet: bytes) -> bytes:
+        if self.mki:
+            packet = _strip_mki(packet, self.mki, self.suite.rtp_tag, "SRTP")
+        return self._context.rtp(packet, protect=False)
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        if self.mki:
+            # The MKI precedes the tag, whose length (for the _32 suites) is one of two.
+            for tag in sorted({self.suite.rtcp_tag, self.suite.rtp_tag}, reverse=True):
+                try:
+                    return self._context.unprotect_rtcp(_strip_mki(packet, self.mki, tag, "SRTCP"))
+                except SRTPError:
+                    continue
+            raise SRTPError("SRTCP unprotect failed (MKI or authentication)")
+        return self._context.unprotect_rtcp(packet)
+
+
+class InboundKeyRing:
+    """Several master keys offered in one SDES line, told apart by the MKI each packet carries."""
+
+    def __init__(self, contexts: Sequence[InboundSRTP]) -> None:
+        if not contexts:
+            raise ValueError("a key ring needs at least one key")
+        self.contexts = list(contexts)
+
+    def _pick(self, packet: bytes, tags: Sequence[int]) -> list[InboundSRTP]:
+        picked = []
+        for context in self.contexts:
+            for tag in tags:
+                end = len(packet) - tag
+                if end - len(context.mki) >= 0 and packet[end - len(context.mki):end] == context.mki:
+                    picked.append(context)
+                    break
+        if not picked:
+            raise SRTPError("packet carries none of the negotiated MKIs")
+        return picked
+
+    def unprotect_rtp(self, packet: bytes) -> bytes:
+        return self._pick(packet, [self.contexts[0].suite.rtp_tag])[0].unprotect_rtp(packet)
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        suite = self.contexts[0].suite
+        failure: SRTPError | None = None
+        for context in self._pick(packet, sorted({suite.rtcp_tag, suite.rtp_tag})):
+            try:
+                return context.unprotect_rtcp(packet)
+            except SRTPError as error:
+                failure = error
+        raise failure or SRTPError("SRTCP unprotect failed")
+
+
+class OutboundSRTCP:
+    """Protects the receiver reports the SRS sends, under the SRS's own SDES key."""
+
+    def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, encrypt_rtcp: bool = True) -> None:
+        self._context = _Context(suite, master_key, master_salt, inbound=False, encrypt_rtcp=encrypt_rtcp)
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        return self._context.protect_rtcp(packet)
+
+
+class OutboundSRTP(OutboundSRTCP):
+    """SRTP and SRTCP protection for a sender (the test SRC; tools that make SRTP captures)."""
+
+    def __init__(self, suite: str, master_key: bytes, master_salt: bytes, *, mki: bytes = b"") -> None:
+        super().__init__(suite, master_key, master_salt)
+        self.mki = mki
+        self._tag = self._context.suite.rtp_tag
+
+    def protect_rtp(self, packet: bytes) -> bytes:
+        out = self._context.rtp(packet, protect=True)
+        if self.mki:
+            out = out[: len(out) - self._tag] + self.mki + out[len(out) - self._tag:]
+        return out
