@@ -188,6 +188,7 @@ class Linphone(_Peer):
         sections: dict[str, dict[str, str]] = {
             "sip": {
                 "sip_port": str(self.sip_port),
+                "bind_address": "127.0.0.1",  # otherwise SIP listens on [::]
                 "sip_tcp_port": "0",
                 "sip_tls_port": "0",
                 "use_ipv6": "0",
@@ -272,6 +273,9 @@ class Linphone(_Peer):
 
 class Baresip(_Peer):
     """baresip 1.x (Debian ``baresip-core``): ``-e "/dial URI" -t SECONDS``, no console.
+
+    SIP listens on 127.0.0.1 and the SDP says 127.0.0.1; baresip 1.0 has no setting for the
+    RTP sockets' address, so those (and its DNS client's) are bound to the wildcard address.
 
     ``mediaenc``: None (plain RTP) or a baresip media encryption (``srtp``, ``srtp-mand``,
     ``srtp-mandf``, ``dtls_srtp``, ...) set on the account.  ``options`` adds or overrides

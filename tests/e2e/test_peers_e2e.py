@@ -103,7 +103,7 @@ class LinphonePlainTests(PeerTestCase):
         """linphonec calls with plain RTP (PCMU chosen from its offer): the tone is recorded."""
         call = self.place_call(Linphone(self.mktemp()), 523.0)
         entry = self.assert_tone_recorded(call, 523.0, "Linphonec/")
-        self.assertIsNone(entry.get("security"))
+        self.assertEqual(entry["security"]["method"], None)
 
 
 class BaresipPlainTests(PeerTestCase):
@@ -112,4 +112,29 @@ class BaresipPlainTests(PeerTestCase):
     def test_plain_call_recorded(self) -> None:
         """baresip calls with plain RTP: the tone is recorded."""
         call = self.place_call(Baresip(self.mktemp()), 659.0)
-        self.assert_tone_recorded(call, 659.0, "baresip")
+        entry = self.assert_tone_recorded(call, 659.0, "baresip")
+        self.assertEqual(entry["security"]["method"], None)
+
+
+class LinphoneSDESTests(PeerTestCase):
+    program = LINPHONEC
+
+    def check_suite(self, suite: str, frequency: float) -> None:
+        call = self.place_call(Linphone(self.mktemp(), encryption="srtp", suites=[suite]), frequency)
+        entry = self.assert_tone_recorded(call, frequency, "Linphonec/")
+        self.assertEqual((entry["security"]["method"], entry["security"]["suite"]), ("sdes", suite))
+
+    def test_aes_cm_128_hmac_sha1_80(self) -> None:
+        self.check_suite("AES_CM_128_HMAC_SHA1_80", 587.0)
+
+    def test_aes_256_cm_hmac_sha1_80(self) -> None:
+        self.check_suite("AES_256_CM_HMAC_SHA1_80", 698.0)
+
+
+class BaresipSDESTests(PeerTestCase):
+    program = BARESIP
+
+    def test_srtp_mandatory(self) -> None:
+        call = self.place_call(Baresip(self.mktemp(), mediaenc="srtp-mand"), 784.0)
+        entry = self.assert_tone_recorded(call, 784.0, "baresip")
+        self.assertEqual((entry["security"]["method"], entry["security"]["suite"]), ("sdes", "AES_CM_128_HMAC_SHA1_80"))
