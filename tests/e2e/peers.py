@@ -8,8 +8,8 @@ must never outlive its test): :meth:`call` always returns with the process gone,
 is safe to register as a test cleanup.
 
 What each peer said on the wire is kept: linphonec logs every SIP message it sends and
-receives (``-d 6 -l FILE``), baresip prints them with ``-s``.  :func:`sip_requests` pulls the
-requests out of either, so a test (or a person capturing offers) can read the exact INVITEs.
+receives (``-d 6 -l FILE``), baresip prints them with ``-s``.  :func:`sip_messages` pulls the
+messages out of either, so a test (or a person capturing offers) can read the exact INVITEs.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ BARESIP_MODULES = "/usr/lib/baresip/modules"
 _CONNECTED = re.compile(r"Call \d+ with \S+ connected\.")
 _FAILED = re.compile(r"Call \d+ (?:with|to) \S+ (?:error|declined|ended)")
 _ENDED = re.compile(r"Call \d+ with \S+ ended")
-# A SIP request line as it appears in either peer's trace.
-_REQUEST_LINE = re.compile(r"^(INVITE|ACK|BYE|CANCEL|UPDATE|INFO|OPTIONS|PRACK) (sips?:\S+) SIP/2\.0\r?$", re.M)
+# A SIP request or status line as it appears in either peer's trace.
+_START_LINE = re.compile(
+    r"^(?:(?:INVITE|ACK|BYE|CANCEL|UPDATE|INFO|OPTIONS|PRACK) sips?:\S+ SIP/2\.0|SIP/2\.0 \d{3} [^\r\n]*)\r?$", re.M
+)
 
 
 def peer_available(program: str) -> bool:
@@ -54,15 +56,14 @@ def write_tone(path: str, frequency: float, seconds: float, rate: int = 8000) ->
     return path
 
 
-def sip_requests(trace: str, method: str | None = None) -> list[str]:
-    """The SIP requests (with their bodies, CRLF line ends) found in a peer's log or trace.
+def sip_messages(trace: str) -> list[str]:
+    """The SIP messages (with their bodies, CRLF line ends) found in a peer's log or trace, in
+    order, requests and responses alike.
 
     The body is cut at Content-Length, counted on the CRLF form, so trailing log lines are
     never taken for SDP."""
     found = []
-    for match in _REQUEST_LINE.finditer(trace):
-        if method is not None and match.group(1) != method:
-            continue
+    for match in _START_LINE.finditer(trace):
         rest = trace[match.start():]
         head, _, tail = rest.replace("\r\n", "\n").partition("\n\n")
         lines = head.split("\n")
@@ -74,6 +75,24 @@ def sip_requests(trace: str, method: str | None = None) -> list[str]:
         body = tail.replace("\n", "\r\n").encode()[:length].decode(errors="replace")
         found.append("\r\n".join(lines) + "\r\n\r\n" + body)
     return found
+
+
+def sip_requests(trace: str, method: str | None = None) -> list[str]:
+    """The requests among :func:`sip_messages` (only ``method`` ones if given)."""
+    return [
+        message
+        for message in sip_messages(trace)
+        if not message.startswith("SIP/") and (method is None or message.split(" ", 1)[0] == method)
+    ]
+
+
+def sip_responses(trace: str, status: int | None = None) -> list[str]:
+    """The responses among :func:`sip_messages` (only ``status`` ones if given)."""
+    return [
+        message
+        for message in sip_messages(trace)
+        if message.startswith("SIP/") and (status is None or message.split(" ", 2)[1] == str(status))
+    ]
 
 
 @dataclass
@@ -91,6 +110,10 @@ class PeerCall:
 
     def invites(self) -> list[str]:
         return sip_requests(self.trace, "INVITE")
+
+    def answers(self) -> list[str]:
+        """The 200 OK responses the peer saw (to its INVITEs, and to its BYE)."""
+        return sip_responses(self.trace, 200)
 
     def explain(self) -> str:
         return (
@@ -290,7 +313,8 @@ class Baresip(_Peer):
         super().__init__(directory)
         self.mediaenc = mediaenc
         self.options = options or {}
-        self.sip_port = free_port((socket.SOCK_DGRAM,))
+        # sip_listen opens UDP and TCP on the port and TLS on the next one.
+        self.sip_port = free_port_pair((socket.SOCK_STREAM, socket.SOCK_DGRAM))
         self.rtp_port = free_port_pair()
 
     def config_text(self, wav: str) -> str:
@@ -321,7 +345,21 @@ class Baresip(_Peer):
         return f"<sip:baresip@127.0.0.1>{parameters}\n"
 
     def call(self, uri: str, wav: str, seconds: float, timeout: float = 30.0) -> PeerCall:
-        """Call ``uri`` playing ``wav``; baresip hangs up and quits ``seconds`` after start."""
+        """Call ``uri`` playing ``wav``; baresip hangs up and quits ``seconds`` after start.
+
+        A port found free can be taken by another process before baresip binds it (the machine
+        is shared): baresip then exits at once with "init failed", and is started again on
+        fresh ports."""
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            call = self._run(uri, wav, seconds, deadline)
+            if "ua: init failed" not in call.output or attempt == 2:
+                return call
+            self.sip_port = free_port_pair((socket.SOCK_STREAM, socket.SOCK_DGRAM))
+            self.rtp_port = free_port_pair()
+        raise AssertionError("unreachable")
+
+    def _run(self, uri: str, wav: str, seconds: float, deadline: float) -> PeerCall:
         with open(os.path.join(self.directory, "config"), "w") as handle:
             handle.write(self.config_text(wav))
         with open(os.path.join(self.directory, "accounts"), "w") as handle:
@@ -332,7 +370,7 @@ class Baresip(_Peer):
         process = self._spawn(command, env, subprocess.DEVNULL)
         timed_out = False
         try:
-            timed_out = not self._wait(timeout)
+            timed_out = not self._wait(deadline - time.monotonic())
         finally:
             returncode = process.poll()
             self.kill()

@@ -33,14 +33,15 @@ def free_port(kinds: tuple[int, ...] = (socket.SOCK_STREAM, socket.SOCK_DGRAM)) 
     raise RuntimeError("no free port found")
 
 
-def free_port_pair() -> int:
-    """An even UDP port on 127.0.0.1 whose odd neighbour is free too (RTP and RTCP for a peer
-    that insists on choosing its own media port)."""
+def free_port_pair(kinds: tuple[int, ...] = (socket.SOCK_DGRAM,)) -> int:
+    """An even port on 127.0.0.1, free with its odd neighbour for every socket kind in
+    ``kinds`` (RTP and RTCP for a peer that picks its own media port; baresip's SIP port, whose
+    TLS listener takes the next one)."""
     for _ in range(200):
-        port = free_port((socket.SOCK_DGRAM,)) & ~1
-        if port >= 1024 and _bindable(socket.SOCK_DGRAM, port) and _bindable(socket.SOCK_DGRAM, port + 1):
+        port = free_port(kinds) & ~1
+        if port >= 1024 and all(_bindable(kind, p) for kind in kinds for p in (port, port + 1)):
             return port
-    raise RuntimeError("no free even/odd UDP port pair found")
+    raise RuntimeError("no free even/odd port pair found")
 
 
 def _bindable(kind: int, port: int) -> bool:

@@ -9,6 +9,7 @@ the tone's frequency (FFT peak) and level, and that it lasts about as long as th
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
 import os
@@ -22,6 +23,9 @@ from tests.e2e.peers import BARESIP, LINPHONEC, Baresip, Linphone, PeerCall, pee
 from tests.e2e.server import Server
 
 CALL_SECONDS = 3.0
+# RFC 4568 / 6188: master key + salt octets in an inline: key.
+KEY_AND_SALT = {"AES_CM_128_HMAC_SHA1_80": 30, "AES_256_CM_HMAC_SHA1_80": 46}
+_CRYPTO = re.compile(r"^a=crypto:(\d+) (\S+) inline:([A-Za-z0-9+/=]+)", re.M)
 TONE_RMS = 0.5 * 32767 / 2**0.5  # write_tone's level: a sine at half scale
 
 
@@ -96,6 +100,26 @@ class PeerTestCase(SynchronousTestCase):
         return entry
 
 
+    def assert_sdes_answer(self, call: PeerCall, directory: str, suite: str) -> None:
+        """siprecd answered the offered tag and suite with its own fresh key of the right
+        length, and neither key appears in session.json or the server's log."""
+        offered = _CRYPTO.findall(call.invites()[0])
+        answered = _CRYPTO.findall(call.answers()[0])
+        self.assertEqual(len(answered), 1, call.answers()[0])
+        ((tag, answered_suite, key),) = answered
+        self.assertIn((tag, answered_suite), [(t, s) for t, s, _ in offered])
+        self.assertEqual(answered_suite, suite)
+        self.assertEqual(len(base64.b64decode(key)), KEY_AND_SALT[suite])
+        self.assertNotIn(key, [k for _, _, k in offered], "the offerer's key was echoed")
+        self.assertRegex(call.answers()[0], r"m=audio \d+ RTP/SAVP ")
+        with open(os.path.join(directory, "session.json"), encoding="utf-8") as handle:
+            session_text = handle.read()
+        log = self.server.log()
+        for secret in [key] + [k for _, _, k in offered]:
+            self.assertNotIn(secret, session_text)
+            self.assertNotIn(secret, log)
+
+
 class LinphonePlainTests(PeerTestCase):
     program = LINPHONEC
 
@@ -123,6 +147,7 @@ class LinphoneSDESTests(PeerTestCase):
         call = self.place_call(Linphone(self.mktemp(), encryption="srtp", suites=[suite]), frequency)
         entry = self.assert_tone_recorded(call, frequency, "Linphonec/")
         self.assertEqual((entry["security"]["method"], entry["security"]["suite"]), ("sdes", suite))
+        self.assert_sdes_answer(call, self.session(call)[1], suite)
 
     def test_aes_cm_128_hmac_sha1_80(self) -> None:
         self.check_suite("AES_CM_128_HMAC_SHA1_80", 587.0)
@@ -138,3 +163,4 @@ class BaresipSDESTests(PeerTestCase):
         call = self.place_call(Baresip(self.mktemp(), mediaenc="srtp-mand"), 784.0)
         entry = self.assert_tone_recorded(call, 784.0, "baresip")
         self.assertEqual((entry["security"]["method"], entry["security"]["suite"]), ("sdes", "AES_CM_128_HMAC_SHA1_80"))
+        self.assert_sdes_answer(call, self.session(call)[1], "AES_CM_128_HMAC_SHA1_80")
