@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tests.audio import tone
-from tests.e2e.server import free_port, free_port_pair
+from tests.e2e.server import free_port, free_port_pair, read_text
 
 LINPHONEC = "linphonec"
 BARESIP = "baresip"
@@ -148,11 +148,7 @@ class _Peer:
         return self.process
 
     def output(self) -> str:
-        try:
-            with open(self.output_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return ""
+        return read_text(self.output_path)
 
     def _wait(self, seconds: float) -> bool:
         """True if the process ended within ``seconds``."""
@@ -237,11 +233,7 @@ class Linphone(_Peer):
         )
 
     def trace(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def call(self, uri: str, wav: str, seconds: float, timeout: float = 30.0) -> PeerCall:
         """Call ``uri`` playing ``wav``; hang up ``seconds`` after the call is connected."""

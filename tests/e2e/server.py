@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -172,18 +173,29 @@ class Server:
         return code
 
     def output(self) -> str:
-        try:
-            with open(self.stdout_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except (OSError, AttributeError):
-            return ""
+        return read_text(getattr(self, "stdout_path", ""))
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return "(no log)"
+        return read_text(self.log_path, "(no log)")
+
+
+def read_text(path: str, missing: str = "") -> str:
+    """A log or trace file's text (``missing`` if it is not there yet)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return missing
+
+
+def assert_clean_stop(test: Any, server: Server) -> None:
+    """Stop ``server`` and fail ``test`` unless twistd shut down cleanly, without a traceback."""
+    code = server.stop()
+    log = server.log()
+    # twistd ends with the signal it got (-SIGTERM): a clean stop says so in its log.
+    test.assertIn(code, (0, -15), f"twistd exit status {code}\n{log}")
+    test.assertIn("Server Shut Down.", log)
+    test.assertNotIn("Traceback", log)
 
 
 def sipp_available() -> bool:
@@ -224,17 +236,9 @@ def run_sipp(
         *(extra or []), f"127.0.0.1:{server_port}",
     ]
     completed = subprocess.run(command, capture_output=True, timeout=timeout + 15, cwd=directory)
-
-    def read(name: str) -> str:
-        try:
-            with open(name, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return ""
-
     return SippResult(
         completed.returncode,
         completed.stdout.decode(errors="replace") + completed.stderr.decode(errors="replace"),
-        read(base + ".msg"),
-        read(base + ".err"),
+        read_text(base + ".msg"),
+        read_text(base + ".err"),
     )

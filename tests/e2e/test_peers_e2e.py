@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.audio import assert_near, dominant_frequency, onset, read_wav, rms
 from tests.e2e.peers import BARESIP, LINPHONEC, Baresip, Linphone, PeerCall, peer_available, write_tone
-from tests.e2e.server import Server
+from tests.e2e.server import Server, assert_clean_stop
 
 CALL_SECONDS = 3.0
 # RFC 4568 / 6188: master key + salt octets in an inline: key.
@@ -41,13 +41,7 @@ class PeerTestCase(SynchronousTestCase):
             sections["security"] = dict(self.security)
         self.server = Server(self.mktemp(), sections=sections)
         self.server.start()
-        self.addCleanup(self._stop)
-
-    def _stop(self) -> None:
-        code = self.server.stop()
-        log = self.server.log()
-        self.assertIn(code, (0, -15), f"twistd exit status {code}\n{log}")
-        self.assertNotIn("Traceback", log)
+        self.addCleanup(assert_clean_stop, self, self.server)
 
     @property
     def uri(self) -> str:

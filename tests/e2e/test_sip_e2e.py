@@ -8,7 +8,7 @@ import os
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.e2e.server import Server, run_sipp, sipp_available
+from tests.e2e.server import Server, assert_clean_stop, run_sipp, sipp_available
 
 
 class SIPpTests(SynchronousTestCase):
@@ -22,12 +22,7 @@ class SIPpTests(SynchronousTestCase):
         self.addCleanup(self._stop)
 
     def _stop(self) -> None:
-        code = self.server.stop()
-        log = self.server.log()
-        # twistd ends with the signal it got (-SIGTERM): a clean stop says so in its log.
-        self.assertIn(code, (0, -15), f"twistd exit status {code}\n{log}")
-        self.assertIn("Server Shut Down.", log)
-        self.assertNotIn("Traceback", log)
+        assert_clean_stop(self, self.server)
 
     def sipp(self, scenario: str, transport: str) -> None:
         result = run_sipp(scenario, self.server.sip_port, os.path.join(self.server.directory, "sipp"), transport=transport)
