@@ -17,8 +17,7 @@ One custom collector exports both at scrape time (no prometheus_client Counter o
 per event, no ``_created`` series), so the media path pays nothing for metrics.
 
 The metric families, their units and their exact meaning are in :data:`HELP` below (that text
-is also what Prometheus shows).  SRTP/DTLS failure counters come with SRTP support: exporting
-them before SRTP exists would be a metric that can never move.
+is also what Prometheus shows).
 """
 
 from __future__ import annotations
@@ -100,6 +99,15 @@ HELP = {
         "Bytes appended to audio recording files (stream and mix files, file headers and the "
         "encryption container's overhead included; metadata, SDP and session.json excluded)."
     ),
+    "srtp_sessions": (
+        "SRTP contexts set up for recorded streams, by key exchange method (sdes, dtls-srtp) and "
+        "suite: one per stream when it is first secured and one per rekey (a re-offer with a new "
+        "key); a re-offer with the same key keeps its context and is not counted."
+    ),
+    "srtp_auth_failures": (
+        "Packets dropped on secured streams because they did not authenticate (forged, replayed, "
+        "under an unknown key or MKI, or sent unprotected), by kind: rtp (SRTP) or rtcp (SRTCP)."
+    ),
     "disk_free": "Bytes available to the server on the filesystem of [recording] directory.",
     "key_rotations": "Key-encryption keys created by the scheduled key rotation.",
     "key_rotation_failures": (
@@ -115,6 +123,18 @@ HELP = {
 }
 
 _RTP_FIELDS = ("packets", "bytes", "lost", "too_late", "duplicates")
+# kind label of siprecd_srtp_auth_failures_total -> the receiver's counter
+_SRTP_FAILURES = (("rtp", "srtp_auth_failures"), ("rtcp", "srtcp_auth_failures"))
+
+
+def srtp_failures(streams: Iterable[Any]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for stream in streams:
+        media = stream.media
+        if media is not None:
+            for kind, name in _SRTP_FAILURES:
+                counts[kind] += getattr(media.counters, name)
+    return counts
 
 
 def outcome_of(reason: str) -> str:
@@ -158,6 +178,7 @@ class Metrics:
         # Totals of streams and files whose session has ended: codec -> _RTP_FIELDS counts.
         self._finished_rtp: dict[str, list[int]] = {}
         self._finished_bytes_written = 0
+        self._finished_srtp_failures: Counter[str] = Counter()  # kind
         self.registry.register(_ComponentCollector(self))
 
     # --- wiring (each component calls this from its constructor) -----------------------------
@@ -186,6 +207,8 @@ class Metrics:
         its other audio files (the mix).  Call it once, after the files are finalized and in
         the same reactor turn as the session leaves the controller's live set."""
         self.sessions_finished[outcome_of(reason)] += 1
+        streams = list(streams)
+        self._finished_srtp_failures.update(srtp_failures(streams))
         for stream in streams:
             recorder = stream.recorder
             if recorder is None:
@@ -221,6 +244,13 @@ class Metrics:
                 counters = recorder.counters
                 for i, name in enumerate(_RTP_FIELDS):
                     values[i] += getattr(counters, name)
+        return totals
+
+    def srtp_auth_failures(self) -> Counter[str]:
+        totals = Counter(dict.fromkeys((kind for kind, _ in _SRTP_FAILURES), 0))
+        totals.update(self._finished_srtp_failures)
+        for streams, _ in self._live():
+            totals.update(srtp_failures(streams))
         return totals
 
     def bytes_written(self) -> int:
@@ -265,6 +295,8 @@ class _ComponentCollector(Collector):
         for name, key in _RTP_FAMILIES:
             yield CounterMetricFamily(name, HELP[key])
         yield CounterMetricFamily("siprecd_recording_bytes_written", HELP["recording_bytes"])
+        yield CounterMetricFamily("siprecd_srtp_sessions", HELP["srtp_sessions"])
+        yield CounterMetricFamily("siprecd_srtp_auth_failures", HELP["srtp_auth_failures"])
         yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"])
         yield CounterMetricFamily("siprecd_errors", HELP["errors"])
         yield CounterMetricFamily("siprecd_key_rotations", HELP["key_rotations"])
@@ -294,6 +326,10 @@ class _ComponentCollector(Collector):
             yield CounterMetricFamily(
                 "siprecd_recording_bytes_written", HELP["recording_bytes"], value=m.bytes_written()
             )
+            yield _labelled(
+                "siprecd_srtp_sessions", "srtp_sessions", ("method", "suite"), controller.security.sessions
+            )
+            yield _labelled("siprecd_srtp_auth_failures", "srtp_auth_failures", ("kind",), m.srtp_auth_failures())
             free = disk_free(controller.config.recording.directory)
             if free is not None:
                 yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"], value=free)
@@ -320,8 +356,6 @@ def _labelled(name: str, key: str, labels: tuple[str, ...], counts: Counter[Any]
     return family
 
 
-# SRTP/DTLS failure counters (siprecd_srtp_...) come with SRTP support, a later issue: a family
-# exported before SRTP exists could never move.
 _RTP_FAMILIES = (
     ("siprecd_rtp_packets", "rtp_packets"),
     ("siprecd_rtp_payload_bytes", "rtp_payload_bytes"),

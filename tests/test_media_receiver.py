@@ -306,3 +306,51 @@ class ReportTests(ReceiverTestCase):
         self.assertEqual(source["lost"], 1)
         self.assertEqual(source["expected"], 5)  # RFC 3550 A.1: the first packet is probation
 
+
+
+class SecuredReceptionTests(ReceiverTestCase):
+    """StreamMedia.secure: unprotect before parsing and latching, drops counted, rekey grace."""
+
+    def contexts(self, suite: str = "AES_CM_128_HMAC_SHA1_80") -> tuple[object, object, bytes]:
+        import os
+
+        from siprecd.security.srtp import InboundSRTP, OutboundSRTP
+
+        key = os.urandom(30)
+        return InboundSRTP(suite, key[:16], key[16:]), OutboundSRTP(suite, key[:16], key[16:]), key
+
+    def test_rtcp_mux_and_plain_rtcp_on_a_secured_stream(self) -> None:
+        inbound, sender, _ = self.contexts()
+        self.media.secure(inbound, None)
+        report = sender_report(THEIR_SSRC, unix_to_ntp(1_700_000_000), 0)
+        self.media.rtp.datagramReceived(report, SRC)  # plain RTCP, multiplexed: dropped, no latch
+        self.assertEqual((self.media.counters.srtcp_auth_failures, self.media.rtp.source), (1, None))
+        self.media.rtp.datagramReceived(sender.protect_rtcp(report), SRC)
+        self.assertEqual((self.media.counters.rtcp_sender_reports, self.media.rtp.source), (1, SRC))
+        self.media.rtp.datagramReceived(sender.protect_rtp(rtp(1)), SRC)
+        self.assertEqual(self.media.stats.sources[THEIR_SSRC].max_seq, 1)
+        self.media.rtp.datagramReceived(rtp(2), SRC)  # plain RTP on a secured stream
+        self.assertEqual(self.media.counters.srtp_auth_failures, 1)
+
+    def test_rekey_grace_on_the_clock_and_going_plain(self) -> None:
+        first, old, _ = self.contexts()
+        second, new, _ = self.contexts()
+        self.media.rekey_grace = 1.0
+        self.media.secure(first, None)
+        self.media.secure(first, None)  # the same context again: nothing changes
+        self.assertEqual(self.media.counters.rekeys, 0)
+        self.media.secure(second, None)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.media.rtp.datagramReceived(old.protect_rtp(rtp(1)), SRC)
+        self.media.rtp.datagramReceived(new.protect_rtp(rtp(2)), SRC)
+        self.assertEqual((self.media.counters.srtp_old_key, self.media.counters.srtp_auth_failures), (1, 0))
+        self.clock.advance(1.0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.media.rtp.datagramReceived(old.protect_rtp(rtp(3)), SRC)
+        self.assertEqual(self.media.counters.srtp_auth_failures, 1)
+        # A re-offer without SRTP: plain packets are parsed again; close() leaves no timer.
+        self.media.secure(None, None)
+        self.media.rtp.datagramReceived(rtp(4), SRC)
+        self.assertEqual(self.media.stats.sources[THEIR_SSRC].max_seq, 4)
+        self.media.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

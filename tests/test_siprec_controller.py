@@ -875,7 +875,7 @@ class CorpusTests(ControllerTestCase):
                 "label": label, "index": index, "media_type": "audio", "recorded": True, "reason": None,
                 "codec": "PCMU", "clock_rate": 8000, "channels": 1, "payload_type": 0,
                 "telephone_event_payload_type": 101, "direction": "recvonly", "offered_direction": "sendonly",
-                "security": {"method": None, "suite": None},
+                "stream_security": {"method": None, "suite": None},
                 "on_hold": False, "rtp_port": PORT_MIN + 2 * index, "rtcp_port": PORT_MIN + 2 * index + 1,
                 "sending_participants": [sender], "file": f"stream-{index + 1}-{label}.wav", "events": [],
                 "packets_received": 0, "bytes_received": 0, "ended": True,

@@ -57,8 +57,8 @@ class RecordedStream:
             ),
             "direction": c.direction,
             "offered_direction": c.offered_direction,
-            # stream_security: method and suite (and non-secret facts), never key material.
-            "security": c.security.to_json() if c.security is not None else {"method": None, "suite": None},
+            # method and suite (and non-secret facts), never key material.
+            "stream_security": c.security.to_json() if c.security is not None else {"method": None, "suite": None},
             "on_hold": c.on_hold,
             "rtp_port": self.ports.rtp_port if self.ports else None,
             "rtcp_port": self.ports.rtcp_port if self.ports else None,

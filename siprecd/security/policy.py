@@ -176,10 +176,10 @@ class SecurityPolicy:
             return Decision()  # a=crypto on RTP/AVP is a best-effort offer: plain is fine
         reasons: list[str] = []
         for name in offered:
-            if name not in config.key_exchange:
-                reasons.append(f"{_NAMES.get(name, name)} is not allowed by [security] key_exchange")
-            elif name not in self.methods:
+            if name not in self.methods:
                 reasons.append(f"{_NAMES.get(name, name)} key exchange is not supported yet")
+            elif name not in config.key_exchange:
+                reasons.append(f"{_NAMES.get(name, name)} is not allowed by [security] key_exchange")
         for name in config.key_exchange:
             method = self.methods.get(name)
             if method is None or name not in offered:
@@ -214,3 +214,16 @@ class SecurityPolicy:
         if self.methods[negotiated.method].activate(negotiated, media) and negotiated.suite:
             self.sessions[negotiated.method, negotiated.suite] += 1
 
+
+def security_summary(streams: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """A session's SRTP from its streams' session.json entries, for the API and dashboard:
+    None for plain RTP, ``{"method", "suite"}`` when every secured stream agrees, else a list."""
+    found: list[dict[str, Any]] = []
+    for stream in streams:
+        security = stream.get("stream_security") or {}
+        entry = {"method": security.get("method"), "suite": security.get("suite")}
+        if stream.get("recorded") and not stream.get("ended") and entry["method"] and entry not in found:
+            found.append(entry)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else found

@@ -11,14 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from siprecd.security.suites import SUITES, Suite
 
-__all__ = ["CryptoLine", "KeyParams", "SDESError", "answer_value", "parse_crypto", "unusable"]
+__all__ = ["CryptoLine", "KeyParams", "SDESError", "answer_value", "parse_crypto", "redact_keys", "unusable"]
 
 MAX_LIFETIME = 2**48  # RFC 3711 §9.2: an SRTP master key protects at most 2^48 packets
+# inline:KEY||SALT in an a=crypto line (RFC 4568 §9.2): the base64 up to the lifetime/MKI/next key.
+_CRYPTO_LINE = re.compile(rb"(?im)^a=crypto:[^\r\n]*")
+_KEY_VALUE = re.compile(rb"(?i)(inline:)[A-Za-z0-9+/=]+")
 _FLAGS = frozenset({"UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP"})
 
 
@@ -77,7 +81,7 @@ def _mki(text: str, where: str) -> bytes:
 def _key_param(text: str, suite: Suite | None, where: str) -> KeyParams:
     method, _, info = text.partition(":")
     if method.lower() != "inline" or not info:
-        raise SDESError(f"{where}: key method must be 'inline:', got {text[:12]!r}")
+        raise SDESError(f"{where}: key method must be 'inline:', got {method[:12]!r}")
     encoded, *rest = info.split("|")
     if len(rest) > 2:
         raise SDESError(f"{where}: too many '|' fields in the key parameters")
@@ -111,7 +115,8 @@ def parse_crypto(value: str) -> CryptoLine:
     """
     fields = value.split()
     if len(fields) < 3:
-        raise SDESError(f"a=crypto:{value[:40]!r} needs a tag, a suite and key parameters")
+        # The value itself is not quoted: it may hold a key.
+        raise SDESError(f"a=crypto with {len(fields)} field(s) needs a tag, a suite and key parameters")
     tag_text, suite, keys_text, *params = fields
     if not tag_text.isdigit() or len(tag_text) > 9:
         raise SDESError(f"a=crypto tag {tag_text!r} is not 1-9 digits")
@@ -167,3 +172,9 @@ def answer_value(line: CryptoLine, key_salt: bytes) -> str:
     echoed = [p for p in line.params if p in ("UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP")]
     text = f"{line.tag} {line.suite} inline:{base64.b64encode(key_salt).decode()}"
     return " ".join([text, *echoed])
+
+
+def redact_keys(sdp: bytes) -> bytes:
+    """The SDP with every ``a=crypto`` key replaced by ``REDACTED``, for the files kept on disk:
+    keys never leave the process (the SRS's own are in its answers on the wire only)."""
+    return _CRYPTO_LINE.sub(lambda line: _KEY_VALUE.sub(rb"\1REDACTED", line.group(0)), sdp)

@@ -30,6 +30,7 @@ from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, disk_f
 from siprecd.recording.session import RecordingSession, SessionState
 from siprecd.sdp import SessionDescription, build_answer, parse, plan_streams, serialize
 from siprecd.security.policy import SecurityPolicy
+from siprecd.security.sdes import redact_keys
 from siprecd.sip.dialog import Dialog
 from siprecd.sip.headers import contact_has_feature
 from siprecd.sip.message import Request, ResponseSpec
@@ -388,7 +389,8 @@ class Controller:
     def _store_sdp(self, session: RecordingSession, kind: str, data: bytes) -> None:
         name = self.at_rest.metadata_name(f"sdp-{len(session.sdp_files) + 1:04d}-{kind}.sdp")
         try:
-            self.at_rest.store_metadata(os.path.join(session.directory, name), data)
+            # SDES keys stay out of files: the SDP is kept for audit, its a=crypto keys redacted.
+            self.at_rest.store_metadata(os.path.join(session.directory, name), redact_keys(data))
             session.sdp_files.append(name)
         except (OSError, RecordingWriteError) as error:
             self._count("storage_errors")

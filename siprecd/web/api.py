@@ -39,6 +39,7 @@ from siprecd.crypto.at_rest import SUFFIX, AtRest
 from siprecd.crypto.container import MAGIC, OK, TAG_SIZE, TRUNCATED, ContainerReader
 from siprecd.metadata import senders_by_label, summarize
 from siprecd.recording.session import iso_utc
+from siprecd.security.policy import security_summary
 from siprecd.web.catalog import (
     Entry,
     PrivateUnreadable,
@@ -174,7 +175,7 @@ class ApiResource(Resource):
         return {
             **document,
             "duration_seconds": summary["duration_seconds"],
-            "srtp": None,
+            "srtp": summary["srtp"],
             "summary": summary,
         }
 
@@ -192,6 +193,7 @@ class ApiResource(Resource):
             self._people[session.session_id] = cached
         _, participants, senders = cached
         mix = session.mix_view(senders) if session.mix_view is not None else None
+        streams = [s.to_json(senders) for s in session.streams]
         return {
             "session_id": session.session_id,
             "call_id": session.call_id,
@@ -200,9 +202,9 @@ class ApiResource(Resource):
             "duration_seconds": round(max(0.0, self._clock.seconds() - session.started_at), 3),
             "src": session.src,
             "participants": participants,
-            "streams": [_stream_figures(s.to_json(senders)) for s in session.streams],
+            "streams": [_stream_figures(s) for s in streams],
             "mix_file": mix.get("file") if isinstance(mix, dict) else None,
-            "srtp": None,  # SRTP is not implemented yet
+            "srtp": security_summary(streams),
         }
 
     def _server(self) -> dict[str, Any]:
@@ -542,6 +544,7 @@ def _stream_figures(s: dict[str, Any]) -> dict[str, Any]:
         "reordered": timeline.get("reordered", 0),
         "jitter_ms": max(jitters) if jitters else None,
         "file": s.get("file"),
+        "stream_security": s.get("stream_security"),
     }
 
 

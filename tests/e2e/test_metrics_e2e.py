@@ -3,7 +3,8 @@
 One scenario makes every metric move: a key rotation at start-up (the key store's only key is
 older than ``rotation_interval``), an OPTIONS, a non-SIP datagram and a malformed request, a
 SIPREC call with two streams (PCMU and PCMA) carrying lost, late and duplicate packets, metadata
-that is not XML in an INFO, a BYE, a burst of out-of-dialog requests over the rate limit, and
+that is not XML in an INFO, a BYE, an SDES-secured call (G.722, AES_CM_128_HMAC_SHA1_80) with
+a forged SRTP packet and an unauthenticated RTCP packet, a burst of out-of-dialog requests over the rate limit, and
 finally a failed rotation: the key directory is opened to 0755 (which the key store refuses)
 until the next scheduled rotation, 60 s after the first (the shortest interval the config
 allows), so this test takes about a minute.  /metrics is scraped before, during and after.
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
 from siprecd.crypto.keystore import FileKeyStore
+from siprecd.media.rtcp import build_receiver_report
 from siprecd.media.rtp import build_rtp
 from tests.e2e.server import Server
 from tests.e2e.src import SRCClient, StreamSpec
@@ -166,6 +168,19 @@ class MetricsEndToEnd(SynchronousTestCase):
         self.assertEqual(self.value(during, "siprecd_sessions_active"), 1)
         self.assertEqual(client.bye().status, 200)
 
+        # An SDES call: ten SRTP packets, one forged SRTP packet, one plain (unauthenticated) RTCP.
+        secured = SRCClient(self.server.sip_port)
+        self.addCleanup(secured.close)
+        srtp_stream = StreamSpec("s", 9, "G722/8000", [b"\0" * 160] * 10, 160,
+                                 crypto=("AES_CM_128_HMAC_SHA1_80", os.urandom(30)))
+        self.assertEqual(secured.invite([srtp_stream]).status, 200)
+        port = secured.answer_ports["s"]
+        secured.rtp.sendto(build_rtp(9, 1, 1, 77, b"\0" * 160) + b"\0" * 10, ("127.0.0.1", port))
+        secured.send_rtp([srtp_stream])
+        secured.rtp.sendto(build_receiver_report(77, [], "forger"), ("127.0.0.1", port + 1))
+        time.sleep(0.3)
+        self.assertEqual(secured.bye().status, 200)
+
         # Out-of-dialog requests over the rate limit (1/s, burst 3): the later ones get 503.
         codes = [(self.sip(self.request("BYE")) or b"")[8:11] for _ in range(6)]
         self.assertIn(b"503", codes)
@@ -188,9 +203,9 @@ class MetricsEndToEnd(SynchronousTestCase):
             self.assertEqual(self.value(after, "siprecd_rtp_late_packets", codec=codec), 1)
             self.assertEqual(self.value(after, "siprecd_rtp_duplicate_packets", codec=codec), 1)
         self.assertEqual(self.value(after, "siprecd_sessions_active"), 0)
-        self.assertEqual(self.value(after, "siprecd_sessions_finished", outcome="bye"), 1)
-        self.assertEqual(self.value(after, "siprecd_sip_requests", method="INVITE", transport="UDP"), 1)
-        self.assertEqual(self.value(after, "siprecd_sip_responses", method="INVITE", code="200"), 1)
+        self.assertEqual(self.value(after, "siprecd_sessions_finished", outcome="bye"), 2)
+        self.assertEqual(self.value(after, "siprecd_sip_requests", method="INVITE", transport="UDP"), 2)
+        self.assertEqual(self.value(after, "siprecd_sip_responses", method="INVITE", code="200"), 2)
         self.assertEqual(self.value(after, "siprecd_sip_responses", method="OPTIONS", code="200"), 1)
         self.assertEqual(self.value(after, "siprecd_sip_responses", method="OPTIONS", code="400"), 1)
         self.assertEqual(self.value(after, "siprecd_sip_messages_dropped", reason="not_sip"), 1)
@@ -202,7 +217,13 @@ class MetricsEndToEnd(SynchronousTestCase):
         self.assertEqual(self.value(after, "siprecd_key_rotations"), 1)
         self.assertEqual(self.value(after, "siprecd_key_rotation_failures"), 1)
         audio = glob.glob(os.path.join(self.server.recordings, "*", "*", "*", "*", "*.wav.enc"))
-        self.assertEqual(len(audio), 3)  # two streams and the stereo mix
+        self.assertEqual(len(audio), 4)  # two streams and the stereo mix, the SDES call's stream
+        self.assertEqual(self.value(after, "siprecd_rtp_packets", codec="G722"), 10)
+        self.assertEqual(
+            self.value(after, "siprecd_srtp_sessions", method="sdes", suite="AES_CM_128_HMAC_SHA1_80"), 1
+        )
+        self.assertEqual(self.value(after, "siprecd_srtp_auth_failures", kind="rtp"), 1)
+        self.assertEqual(self.value(after, "siprecd_srtp_auth_failures", kind="rtcp"), 1)
         self.assertEqual(
             self.value(after, "siprecd_recording_bytes_written"), sum(os.path.getsize(p) for p in audio)
         )
