@@ -121,7 +121,7 @@ class LinphonePlainTests(PeerTestCase):
         """linphonec calls with plain RTP (PCMU chosen from its offer): the tone is recorded."""
         call = self.place_call(Linphone(self.mktemp()), 523.0)
         entry = self.assert_tone_recorded(call, 523.0, "Linphonec/")
-        self.assertEqual(entry["security"]["method"], None)
+        self.assertEqual(entry["stream_security"]["method"], None)
 
 
 class BaresipPlainTests(PeerTestCase):
@@ -131,7 +131,7 @@ class BaresipPlainTests(PeerTestCase):
         """baresip calls with plain RTP: the tone is recorded."""
         call = self.place_call(Baresip(self.mktemp()), 659.0)
         entry = self.assert_tone_recorded(call, 659.0, "baresip")
-        self.assertEqual(entry["security"]["method"], None)
+        self.assertEqual(entry["stream_security"]["method"], None)
 
 
 class LinphoneSDESTests(PeerTestCase):
@@ -140,7 +140,7 @@ class LinphoneSDESTests(PeerTestCase):
     def check_suite(self, suite: str, frequency: float) -> None:
         call = self.place_call(Linphone(self.mktemp(), encryption="srtp", suites=[suite]), frequency)
         entry = self.assert_tone_recorded(call, frequency, "Linphonec/")
-        self.assertEqual((entry["security"]["method"], entry["security"]["suite"]), ("sdes", suite))
+        self.assertEqual((entry["stream_security"]["method"], entry["stream_security"]["suite"]), ("sdes", suite))
         self.assert_sdes_answer(call, self.session(call)[1], suite)
 
     def test_aes_cm_128_hmac_sha1_80(self) -> None:
@@ -156,5 +156,5 @@ class BaresipSDESTests(PeerTestCase):
     def test_srtp_mandatory(self) -> None:
         call = self.place_call(Baresip(self.mktemp(), mediaenc="srtp-mand"), 784.0)
         entry = self.assert_tone_recorded(call, 784.0, "baresip")
-        self.assertEqual((entry["security"]["method"], entry["security"]["suite"]), ("sdes", "AES_CM_128_HMAC_SHA1_80"))
+        self.assertEqual((entry["stream_security"]["method"], entry["stream_security"]["suite"]), ("sdes", "AES_CM_128_HMAC_SHA1_80"))
         self.assert_sdes_answer(call, self.session(call)[1], "AES_CM_128_HMAC_SHA1_80")
