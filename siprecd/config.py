@@ -305,6 +305,14 @@ SCHEMA: dict[str, list[Key]] = {
             "Accept SDES UNENCRYPTED_SRTP/SRTCP (authenticated only); UNAUTHENTICATED_SRTP: never."),
         Key("rekey_grace", _float(0, 60), "5",
             "Seconds the previous key still unprotects packets in flight after a re-offer changes it."),
+        Key("dtls_certificate", _optional_path, "",
+            "PEM certificate for DTLS-SRTP; empty: a self-signed ECDSA P-256 one is made at start-up."),
+        Key("dtls_private_key", _optional_path, "",
+            "PEM private key of dtls_certificate (both set, or both empty)."),
+        Key("dtls_setup", _choice("active", "passive"), "active",
+            "DTLS role answered to a=setup:actpass offers (active: the SRS opens the handshake)."),
+        Key("dtls_handshake_timeout", _float(1, 300), "30",
+            "Seconds a DTLS-SRTP handshake may take before it is reported as failed."),
     ],
     "encryption": [
         Key(
@@ -419,6 +427,10 @@ class SecurityConfig:
     key_exchange: tuple[str, ...]
     allow_unencrypted: bool
     rekey_grace: float
+    dtls_certificate: str | None
+    dtls_private_key: str | None
+    dtls_setup: str
+    dtls_handshake_timeout: float
 
 
 @dataclass(frozen=True)
@@ -533,6 +545,9 @@ def _cross_checks(values: dict[str, dict[str, Any]]) -> list[str]:
     sip, media = values["sip"], values["media"]
     if sip["tls_port"] and not (sip["tls_certificate"] and sip["tls_private_key"]):
         errors.append("[sip] tls_port is set: tls_certificate and tls_private_key are required")
+    security = values["security"]
+    if bool(security["dtls_certificate"]) != bool(security["dtls_private_key"]):
+        errors.append("[security] dtls_certificate and dtls_private_key: set both, or neither (generated)")
     if sip["tls_ca_certificates"] and not sip["tls_port"]:
         errors.append("[sip] tls_ca_certificates is set but tls_port is 0")
     if sip["t2"] < sip["t1"]:

@@ -114,6 +114,11 @@ HELP = {
         "Scheduled key rotations that failed (new files keep using the current key; tried again "
         "at the next interval or sooner)."
     ),
+    "dtls_handshakes": (
+        "DTLS-SRTP handshakes on recorded streams, by outcome (completed: keys installed; failed: "
+        "timed out, refused certificate fingerprint, no common SRTP profile), the SRS's role "
+        "(active: DTLS client, passive: server) and the SRTP profile negotiated (empty if failed)."
+    ),
     "errors": (
         "Errors by kind: storage (a session directory, session.json, SDP or metadata file could "
         "not be written), recording (an audio file write failed and its session was ended), "
@@ -299,6 +304,7 @@ class _ComponentCollector(Collector):
         yield CounterMetricFamily("siprecd_srtp_auth_failures", HELP["srtp_auth_failures"])
         yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"])
         yield CounterMetricFamily("siprecd_errors", HELP["errors"])
+        yield CounterMetricFamily("siprecd_dtls_handshakes", HELP["dtls_handshakes"])
         yield CounterMetricFamily("siprecd_key_rotations", HELP["key_rotations"])
         yield CounterMetricFamily("siprecd_key_rotation_failures", HELP["key_rotation_failures"])
 
@@ -333,6 +339,10 @@ class _ComponentCollector(Collector):
             free = disk_free(controller.config.recording.directory)
             if free is not None:
                 yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"], value=free)
+        dtls = controller.security.methods.get("dtls-srtp") if controller is not None else None
+        if dtls is not None and dtls.handshakes:
+            # From the first handshake on: a family that has not moved yet says nothing.
+            yield _labelled("siprecd_dtls_handshakes", "dtls_handshakes", ("outcome", "role", "profile"), dtls.handshakes)
         if controller is not None or stack is not None:
             errors = CounterMetricFamily("siprecd_errors", HELP["errors"], labels=("kind",))
             for kind, count in m.errors().items():

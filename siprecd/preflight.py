@@ -22,6 +22,23 @@ def preflight(config: Config) -> list[str]:
             server_options(sip.tls_certificate, sip.tls_private_key, sip.tls_ca_certificates)
         except TLSConfigError as error:
             errors.append(str(error))
+    security = config.security
+    if security.dtls_certificate and "dtls-srtp" in security.key_exchange:
+        from siprecd.security.certificate import CertificateError
+        from siprecd.security.dtls_method import dtls_certificate
+
+        try:
+            dtls_certificate(security)
+        except CertificateError as error:
+            errors.append(str(error))
+    if "dtls-srtp" in security.key_exchange:
+        from siprecd.security.dtls_method import dtls_profiles
+
+        if not dtls_profiles(security.suites):
+            errors.append(
+                "[security] key_exchange has dtls-srtp but suites allows none of its profiles "
+                "(AES_CM_128_HMAC_SHA1_80/_32, AEAD_AES_128_GCM, AEAD_AES_256_GCM)"
+            )
     ports = [
         ("[sip] udp_port", socket.SOCK_DGRAM, sip.bind_address, sip.udp_port),
         ("[sip] tcp_port", socket.SOCK_STREAM, sip.bind_address, sip.tcp_port),

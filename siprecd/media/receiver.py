@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
+from siprecd.media.demux import DTLS, classify
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
@@ -56,15 +57,25 @@ class ReceptionCounters:
     srtcp_auth_failures: int = 0  # unauthenticated or forged RTCP on a secured stream: dropped
     srtp_old_key: int = 0  # packets accepted under the previous key during a rekey's grace
     rekeys: int = 0
+    dtls_datagrams: int = 0  # DTLS (RFC 7983 first byte 20-63) on the RTP port
 
 
 class StreamMedia:
     """Both sockets' protocols of one recorded stream and the state they share."""
 
     def __init__(
-        self, clock: IReactorTime, *, latch_sdp_address: bool, ssrc: int, cname: str, rekey_grace: float = 0.0
+        self,
+        clock: IReactorTime,
+        *,
+        latch_sdp_address: bool,
+        ssrc: int,
+        cname: str,
+        rekey_grace: float = 0.0,
+        log_fields: dict[str, Any] | None = None,
     ) -> None:
         self.clock = clock
+        self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
+        self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
         self.rekey_grace = rekey_grace
         self.inbound: Inbound | None = None
         self.outbound: Outbound | None = None
@@ -94,7 +105,8 @@ class StreamMedia:
         if inbound is self.inbound and outbound is self.outbound:
             return
         self._end_grace()
-        if self.inbound is not None and inbound is not self.inbound:
+        # DTLS-SRTP's placeholder before the first handshake is no key to rekey from.
+        if self.inbound is not None and inbound is not self.inbound and not getattr(self.inbound, "awaiting_keys", False):
             self.counters.rekeys += 1
             if self.rekey_grace > 0:
                 self._previous = self.inbound
@@ -111,6 +123,17 @@ class StreamMedia:
     def close(self) -> None:
         """The stream ends: no timer of its own may outlive it."""
         self._end_grace()
+        if self.dtls is not None:
+            self.dtls.close()
+
+    def dtls_received(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        """A DTLS datagram on the RTP port (RFC 7983), for the stream's DTLS-SRTP association."""
+        self.counters.dtls_datagrams += 1
+        expected = self.expected
+        if self.dtls is None or (self.latch_sdp_address and expected is not None and addr[0] != expected[0]):
+            self.counters.other_source += 1
+            return
+        self.dtls.datagram_received(datagram, addr)
 
     def unprotect(self, datagram: bytes, rtcp: bool) -> bytes | None:
         """The plaintext of a secured datagram, or None (counted) when it does not authenticate."""
@@ -194,6 +217,9 @@ class RTPProtocol(DatagramProtocol):
         media = self.media
         counters = media.counters
         counters.datagrams += 1
+        if datagram and datagram[0] < 64 and classify(datagram) == DTLS:
+            media.dtls_received(datagram, addr)  # DTLS-SRTP shares the RTP port (RFC 5764 §5.1.2)
+            return
         latch = False
         if addr != self.source:
             if self.source is not None:

@@ -39,6 +39,17 @@ class RecordedStream:
     def recorder(self) -> Any:
         return self.media.recorder if self.media is not None else None
 
+    def _security(self) -> dict[str, Any]:
+        c = self.choice
+        out: dict[str, Any] = c.security.to_json() if c.security is not None else {"method": None, "suite": None}
+        dtls = self.media.dtls if self.media is not None else None
+        if dtls is not None and out["method"] == "dtls-srtp":
+            # The suite is the handshake's, known only once it is done.
+            state = dtls.to_json()
+            out["suite"] = state["suite"]
+            out["dtls"] = state
+        return out
+
     def to_json(self, senders: dict[str, list[str]]) -> dict[str, Any]:
         c = self.choice
         recorder = self.recorder
@@ -58,7 +69,7 @@ class RecordedStream:
             "direction": c.direction,
             "offered_direction": c.offered_direction,
             # method and suite (and non-secret facts), never key material.
-            "stream_security": c.security.to_json() if c.security is not None else {"method": None, "suite": None},
+            "stream_security": self._security(),
             "on_hold": c.on_hold,
             "rtp_port": self.ports.rtp_port if self.ports else None,
             "rtcp_port": self.ports.rtcp_port if self.ports else None,

@@ -207,6 +207,12 @@ class SecurityPolicy:
         """Secure the stream as agreed; nothing changes if it is already under this agreement."""
         if negotiated is media.negotiated:
             return
+        previous = media.negotiated
+        if previous is not None and (negotiated is None or negotiated.method != previous.method):
+            # A method with state of its own on the stream (DTLS's association) lets go of it.
+            deactivate = getattr(self.methods.get(previous.method), "deactivate", None)
+            if deactivate is not None:
+                deactivate(media)
         media.negotiated = negotiated
         if negotiated is None:
             media.secure(None, None)

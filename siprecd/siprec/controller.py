@@ -480,5 +480,14 @@ def build_controller(
         receive_buffer=media.receive_buffer,
     )
     controller = Controller(reactor, config, ports, at_rest, metrics)
+    security = controller.security
+    if "dtls-srtp" in config.security.key_exchange:
+        from siprecd.security.dtls_method import DTLSSRTP
+
+        # The certificate is made (or loaded) once, at start-up: every answer carries its
+        # fingerprint.  Preflight has already checked configured files.
+        security.methods["dtls-srtp"] = DTLSSRTP.from_config(
+            config.security, reactor, sessions=security.sessions
+        )
     return controller, ControllerService(controller, config.service.drain_timeout)
 

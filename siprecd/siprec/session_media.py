@@ -67,6 +67,7 @@ class SessionMedia:
             ssrc=secrets.randbits(32),
             cname=self.cname,
             rekey_grace=self.config.security.rekey_grace,
+            log_fields={"session_id": self.session.session_id, "call_id": self.session.call_id},
         )
 
     def attach(self, streams: list[RecordedStream], offer: SessionDescription) -> None:
