@@ -150,6 +150,15 @@ class _Peer:
     def output(self) -> str:
         return read_text(self.output_path)
 
+    def _source(self, wav: str) -> str:
+        """``wav`` under a short name relative to the peer's working directory: baresip cuts
+        a device string at 128 bytes, and trial's temporary paths are longer than that."""
+        link = os.path.join(self.directory, "source.wav")
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.abspath(wav), link)
+        return "source.wav"
+
     def _wait(self, seconds: float) -> bool:
         """True if the process ended within ``seconds``."""
         assert self.process is not None
@@ -266,7 +275,7 @@ class Linphone(_Peer):
                 return pattern.search(self.output())
 
             say("soundcard use files")
-            say(f"play {wav}")
+            say(f"play {self._source(wav)}")
             say(f"call {uri}")
             either = re.compile(f"{_CONNECTED.pattern}|{_FAILED.pattern}")
             outcome = wait_for(either, deadline)
@@ -314,10 +323,11 @@ class Baresip(_Peer):
             "poll_method": "epoll",
             "sip_listen": f"127.0.0.1:{self.sip_port}",
             "net_interface": "127.0.0.1",
+            # Names relative to baresip's working directory (see _source).
             "audio_source": f"aufile,{wav}",
             # What siprecd sends back (nothing: it only receives) goes to a file, not a card.
-            "audio_player": f"aufile,{os.path.join(self.directory, 'played.wav')}",
-            "audio_alert": f"aufile,{os.path.join(self.directory, 'alert.wav')}",
+            "audio_player": "aufile,played.wav",
+            "audio_alert": "aufile,alert.wav",
             "audio_srate": "8000",
             "audio_channels": "1",
             "rtp_ports": f"{self.rtp_port}-{self.rtp_port + 1}",
@@ -353,7 +363,7 @@ class Baresip(_Peer):
 
     def _run(self, uri: str, wav: str, seconds: float, deadline: float) -> PeerCall:
         with open(os.path.join(self.directory, "config"), "w") as handle:
-            handle.write(self.config_text(wav))
+            handle.write(self.config_text(self._source(wav)))
         with open(os.path.join(self.directory, "accounts"), "w") as handle:
             handle.write(self.account_text())
         env = dict(os.environ)

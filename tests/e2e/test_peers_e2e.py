@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from siprecd.security.suites import DTLS_PROFILES
 from tests.audio import assert_near, dominant_frequency, onset, read_wav, rms
 from tests.e2e.peers import BARESIP, LINPHONEC, Baresip, Linphone, PeerCall, peer_available, write_tone
 from tests.e2e.server import Server, assert_clean_stop
@@ -158,3 +159,61 @@ class BaresipSDESTests(PeerTestCase):
         entry = self.assert_tone_recorded(call, 784.0, "baresip")
         self.assertEqual((entry["stream_security"]["method"], entry["stream_security"]["suite"]), ("sdes", "AES_CM_128_HMAC_SHA1_80"))
         self.assert_sdes_answer(call, self.session(call)[1], "AES_CM_128_HMAC_SHA1_80")
+
+
+class DTLSTestCase(PeerTestCase):
+    def assert_dtls(self, call: PeerCall, entry: dict[str, Any], setup: str, proto: str) -> None:
+        """siprecd answered with its role and a fingerprint, one handshake ran with the peer,
+        and the suite recorded is the one the handshake's SRTP profile names."""
+        answer = call.answers()[0]
+        self.assertRegex(answer, rf"m=audio \d+ {re.escape(proto)} ")
+        self.assertRegex(answer, rf"(?m)^a=setup:{setup}\r?$")
+        self.assertRegex(answer, r"(?mi)^a=fingerprint:sha-256 ([0-9A-F]{2}:){31}[0-9A-F]{2}\r?$")
+        self.assertNotIn("a=crypto", answer)
+        security = entry["stream_security"]
+        self.assertEqual((security["method"], security["setup"], security["offered_setup"]), ("dtls-srtp", setup, "actpass"))
+        dtls = security["dtls"]
+        self.assertEqual((dtls["role"], dtls["handshakes"], dtls["failure"]), (setup, 1, None), dtls)
+        self.assertEqual(DTLS_PROFILES[dtls["profile"]], security["suite"])
+
+
+class LinphoneDTLSTests(DTLSTestCase):
+    program = LINPHONEC
+
+    def test_siprecd_active(self) -> None:
+        """siprecd answers a=setup:active to linphonec's actpass and starts the handshake."""
+        call = self.place_call(Linphone(self.mktemp(), encryption="dtls"), 880.0)
+        entry = self.assert_tone_recorded(call, 880.0, "Linphonec/")
+        self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVP")
+
+
+class LinphoneDTLSPassiveTests(DTLSTestCase):
+    program = LINPHONEC
+    security = {"dtls_setup": "passive"}
+
+    def test_siprecd_passive(self) -> None:
+        """With dtls_setup = passive siprecd waits for linphonec's ClientHello."""
+        call = self.place_call(Linphone(self.mktemp(), encryption="dtls"), 932.0)
+        entry = self.assert_tone_recorded(call, 932.0, "Linphonec/")
+        self.assert_dtls(call, entry, "passive", "UDP/TLS/RTP/SAVP")
+
+
+class BaresipDTLSTests(DTLSTestCase):
+    program = BARESIP
+
+    def test_dtls_srtp(self) -> None:
+        """baresip's offer keeps a=setup and a=fingerprint at session level (UDP/TLS/RTP/SAVPF)."""
+        call = self.place_call(Baresip(self.mktemp(), mediaenc="dtls_srtp"), 988.0)
+        entry = self.assert_tone_recorded(call, 988.0, "baresip")
+        self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVPF")
+
+
+class BaresipDTLSPassiveTests(DTLSTestCase):
+    program = BARESIP
+    security = {"dtls_setup": "passive"}
+
+    def test_dtls_srtp_siprecd_passive(self) -> None:
+        """baresip as the DTLS client (it offers the AEAD profiles first)."""
+        call = self.place_call(Baresip(self.mktemp(), mediaenc="dtls_srtp"), 1047.0)
+        entry = self.assert_tone_recorded(call, 1047.0, "baresip")
+        self.assert_dtls(call, entry, "passive", "UDP/TLS/RTP/SAVPF")
