@@ -167,12 +167,15 @@ class SDESCallTests(ControllerTestCase):
 class PolicyCallTests(ControllerTestCase):
     environment = PORTS
 
+    def refused(self, offer: bytes, warning: str) -> None:
+        call = Call(self)
+        self.assert_warning(call.invite(offer), 488, warning)
+        call.ack()
+
     def test_required_refuses_plain_offers(self) -> None:
         self.start(SIPRECD_SECURITY_SRTP="required")
-        call = Call(self)
-        self.assert_warning(call.invite(sdp_offer(audio(10000, "1"))), 488,
-                            "m-line 1/1 (audio, label '1'): plain RTP refused: [security] srtp = required")
-        call.ack()
+        self.refused(sdp_offer(audio(10000, "1")),
+                     "m-line 1/1 (audio, label '1'): plain RTP refused: [security] srtp = required")
         # A mixed offer under required: the plain m-line gets port 0, the secured one is recorded.
         call = Call(self)
         response = call.setup(sdp_offer(audio(10000, "plain"), savp(10002, "secret", crypto(os.urandom(30)))))
@@ -183,10 +186,8 @@ class PolicyCallTests(ControllerTestCase):
 
     def test_off_refuses_savp_and_ignores_best_effort_crypto(self) -> None:
         self.start(SIPRECD_SECURITY_SRTP="off")
-        call = Call(self)
-        self.assert_warning(call.invite(sdp_offer(savp(10000, "1", crypto(os.urandom(30))))), 488,
-                            "secured media (RTP/SAVP) refused: [security] srtp = off")
-        call.ack()
+        self.refused(sdp_offer(savp(10000, "1", crypto(os.urandom(30)))),
+                     "secured media (RTP/SAVP) refused: [security] srtp = off")
         call = Call(self)
         response = call.setup(sdp_offer(audio(10000, "1", extra=crypto(os.urandom(30)))))
         self.assertEqual(self.answer(response).media[0].attribute_values("crypto"), [])
@@ -195,13 +196,9 @@ class PolicyCallTests(ControllerTestCase):
 
     def test_nothing_acceptable_and_dtls_only(self) -> None:
         self.start(SIPRECD_SECURITY_SUITES="AEAD_AES_256_GCM")
-        call = Call(self)
-        self.assert_warning(call.invite(sdp_offer(savp(10000, "1", crypto(os.urandom(30))))), 488,
-                            "suite AES_CM_128_HMAC_SHA1_80 is not allowed by [security] suites")
-        call.ack()
-        call = Call(self)
+        self.refused(sdp_offer(savp(10000, "1", crypto(os.urandom(30)))),
+                     "suite AES_CM_128_HMAC_SHA1_80 is not allowed by [security] suites")
         dtls = savp(10000, "1", "a=setup:actpass\n", proto="UDP/TLS/RTP/SAVP")
-        response = call.invite(sdp_offer(dtls, session_attrs="a=fingerprint:sha-256 AB:CD\n"))
-        self.assert_warning(response, 488, "DTLS-SRTP key exchange is not supported yet")
-        call.ack()
+        self.refused(sdp_offer(dtls, session_attrs="a=fingerprint:sha-256 AB:CD\n"),
+                     "DTLS-SRTP key exchange is not supported yet")
         self.assert_nothing_bound()

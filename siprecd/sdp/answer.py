@@ -33,11 +33,11 @@ from siprecd.sdp.model import (
     Timing,
 )
 
-__all__ = ["StreamChoice", "build_answer", "plan_streams", "security_refusal"]
+__all__ = ["SECURE_PROTOS", "StreamChoice", "build_answer", "plan_streams", "security_refusal"]
 
 _RECORDABLE_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF"})
-_SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"})
-_RECORDABLE_SECURE_PROTOS = _RECORDABLE_PROTOS | _SECURE_PROTOS
+SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"})
+_RECORDABLE_SECURE_PROTOS = _RECORDABLE_PROTOS | SECURE_PROTOS
 # SDES keys, DTLS-SRTP fingerprints and MIKEY: any of them means the media will be encrypted.
 _SECURITY_ATTRIBUTES = ("crypto", "fingerprint", "key-mgmt")
 # Payload formats that ride along with a voice codec and are never a stream's codec by themselves.
@@ -76,7 +76,7 @@ def security_refusal(m: MediaDescription, session: SessionDescription) -> str | 
 
     DTLS fingerprints and MIKEY may sit at session level, so the session is looked at too.
     """
-    if m.proto.upper() in _SECURE_PROTOS:
+    if m.proto.upper() in SECURE_PROTOS:
         return _SRTP_NO_POLICY
     for name in _SECURITY_ATTRIBUTES:
         if m.has_attribute(name) or session.has_attribute(name):

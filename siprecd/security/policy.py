@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from siprecd.config import SecurityConfig
+from siprecd.sdp.answer import SECURE_PROTOS
 from siprecd.security.sdes import CryptoLine, SDESError, answer_value, parse_crypto, unusable
 from siprecd.security.srtp import InboundKeyRing, InboundSRTP, OutboundSRTCP
 from siprecd.security.suites import SUITES
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KeyExchange", "Negotiated", "SDES", "SecurityPolicy", "default_methods"]
 
-SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"})
 # How an offer shows a method, for methods no KeyExchange is registered for (refused by name).
 _DETECT: dict[str, Callable[[MediaDescription, SessionDescription], bool]] = {
     "sdes": lambda m, s: m.has_attribute("crypto"),
@@ -71,7 +71,7 @@ class KeyExchange(Protocol):
 @dataclass(frozen=True)
 class _SdesKeys:
     line: CryptoLine
-    local: bytes  # the SRS's key||salt
+    local: bytes = field(repr=False)  # the SRS's key||salt
 
 
 class SDES:

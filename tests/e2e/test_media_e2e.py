@@ -356,11 +356,14 @@ class HoldTests(MediaTestCase):
                 assert_near(self, dominant_frequency(part, rate), frequency, 3, f"{what}: tone")
 
 
-class PcapTests(MediaTestCase):
+class SippTestCase(MediaTestCase):
     def setUp(self) -> None:
         if not sipp_available():
             raise SkipTest("sipp (Debian package sip-tester) is not installed: run scripts/setup")
         super().setUp()
+
+
+class PcapTests(SippTestCase):
 
     def test_sipp_play_pcap_audio(self) -> None:
         """SIPp replays a real A-law capture to the port of the SRS's answer: the recording is

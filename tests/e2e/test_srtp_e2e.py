@@ -20,7 +20,6 @@ import socket
 
 import av
 import numpy as np
-from twisted.trial.unittest import SkipTest
 
 from siprecd.media.rtcp import build_receiver_report
 from siprecd.media.rtp import build_rtp
@@ -28,9 +27,9 @@ from siprecd.security.sdes import parse_crypto
 from siprecd.security.srtp import OutboundSRTP
 from tests.audio import assert_near, dominant_frequency, encode, onset, read_wav, tone
 from tests.e2e.pcap import write_pcap
-from tests.e2e.server import run_sipp, sipp_available
+from tests.e2e.server import run_sipp
 from tests.e2e.src import StreamSpec
-from tests.e2e.test_media_e2e import MediaTestCase, stream
+from tests.e2e.test_media_e2e import MediaTestCase, SippTestCase, stream
 
 SECONDS = 1.5
 SUITES = {  # label -> (suite, codec, tone)
@@ -106,12 +105,7 @@ class SDESTests(MediaTestCase):
                 self.assertNotIn(secret, log)
 
 
-class SIPpPcapTests(MediaTestCase):
-    def setUp(self) -> None:
-        if not sipp_available():
-            raise SkipTest("sipp (Debian package sip-tester) is not installed: run scripts/setup")
-        super().setUp()
-
+class SIPpPcapTests(SippTestCase):
     def test_sipp_replays_pre_encrypted_srtp(self) -> None:
         samples = tone(440.0, 2.0, 8000)
         payloads = encode("pcm_alaw", samples, 8000, 160)
