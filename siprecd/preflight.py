@@ -23,7 +23,7 @@ def preflight(config: Config) -> list[str]:
         except TLSConfigError as error:
             errors.append(str(error))
     security = config.security
-    if security.dtls_certificate and "dtls-srtp" in security.key_exchange:
+    if security.dtls_certificate:
         from siprecd.security.certificate import CertificateError
         from siprecd.security.dtls_method import dtls_certificate
 

@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from siprecd.security.certificate import generate_certificate
+from siprecd.security.suites import DTLS_PROFILES, SUITES
 from siprecd.security.dtls import (
     DTLSContext,
     DTLSEndpoint,
@@ -18,14 +19,6 @@ from siprecd.security.dtls import (
     pack_datagrams,
     split_keying_material,
 )
-
-_PYLIBSRTP_PROFILES = {
-    "SRTP_AES128_CM_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-    "SRTP_AES128_CM_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
-    "SRTP_AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-    "SRTP_AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
-}
-
 
 class Side:
     """One endpoint, what it sent, and how it ended."""
@@ -94,7 +87,7 @@ def rtp_packet(seq: int, ssrc: int = 0x1234ABCD) -> bytes:
 def assert_keys_work(test: unittest.TestCase, sender: SRTPKeys, receiver: SRTPKeys) -> None:
     """What the sender protects with its own write key, the receiver unprotects with the
     peer key it was given: RTP and RTCP, with libsrtp (pylibsrtp) on both sides."""
-    profile = _PYLIBSRTP_PROFILES[sender.profile]
+    profile = SUITES[DTLS_PROFILES[sender.profile]].libsrtp_profile
     out = pylibsrtp.Session(
         policy=pylibsrtp.Policy(
             key=sender.local_key + sender.local_salt,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -36,6 +38,30 @@ class Peer:
         self.endpoint.start()
 
 
+def exchange(
+    test: SynchronousTestCase,
+    sent: list[tuple[bytes, tuple[str, int]]],
+    peer: Peer,
+    to_srs: Callable[[bytes], object],
+    address: tuple[str, int],
+    turn: Callable[[], object] = lambda: None,
+) -> None:
+    """Carry datagrams both ways until both sides are quiet: what the SRS ``sent`` (to
+    ``address``, checked) to the peer's endpoint, and what the peer sent through ``to_srs``.
+    ``turn`` runs first in every round (a clock step, say)."""
+    for _ in range(10):
+        turn()
+        if not (sent or peer.outbox):
+            return
+        for data, addr in sent:
+            test.assertEqual(addr, address)
+            peer.endpoint.datagram_received(data)
+        sent.clear()
+        for data in peer.outbox:
+            to_srs(data)
+        peer.outbox.clear()
+
+
 class StreamDTLSTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -55,16 +81,7 @@ class StreamDTLSTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def exchange(self, peer: Peer, source=SRC) -> None:
-        for _ in range(10):
-            if not (self.sent or peer.outbox):
-                return
-            for data, addr in self.sent:
-                self.assertEqual(addr, source)
-                peer.endpoint.datagram_received(data)
-            self.sent.clear()
-            for data in peer.outbox:
-                self.stream.datagram_received(data, source)
-            peer.outbox.clear()
+        exchange(self, self.sent, peer, lambda data: self.stream.datagram_received(data, source), source)
 
     def start(self, offer: DTLSOffer, remote=SRC) -> DTLSAnswer:
         answer = plan_answer(offer, preferred=DTLSRole.ACTIVE, fingerprint=self.srs_context.fingerprint())

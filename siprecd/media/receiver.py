@@ -76,6 +76,7 @@ class StreamMedia:
         self.clock = clock
         self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
         self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
+        self.rtcp_mux = False  # the answer accepted a=rtcp-mux: reports leave from the RTP port
         self.rekey_grace = rekey_grace
         self.inbound: Inbound | None = None
         self.outbound: Outbound | None = None
@@ -170,18 +171,22 @@ class StreamMedia:
         stats = self.stats
         if stats is None:
             return False
+        transport = self.rtcp.transport
         peer = self.rtcp.peer
-        if peer is None and self.rtp.source is not None and self.rtp.source[1] < 65535:
+        if self.rtcp_mux:
+            # RFC 5761: RTCP shares the RTP 5-tuple (DTLS-SRTP keys are bound to it too).
+            transport, peer = self.rtp.transport, self.rtp.source
+        elif peer is None and self.rtp.source is not None and self.rtp.source[1] < 65535:
             # RFC 3550 §11: RTCP on RTP+1 (a NAT may map RTP to 65535: no port above it, and
             # sendto would raise OverflowError, not OSError).
             peer = (self.rtp.source[0], self.rtp.source[1] + 1)
-        if peer is None or self.rtcp.transport is None:
+        if peer is None or transport is None:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
         try:
             if self.outbound is not None:
                 report = self.outbound.protect_rtcp(report)
-            self.rtcp.transport.write(report, peer)
+            transport.write(report, peer)
         except (OSError, SRTPError):
             return False
         self.counters.receiver_reports_sent += 1

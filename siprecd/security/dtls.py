@@ -26,25 +26,19 @@ from siprecd.security.certificate import (
     FingerprintMismatch,
     check_fingerprints,
 )
+from siprecd.security.suites import DTLS_PROFILES, SUITES
 
 __all__ = [
     "DEFAULT_PROFILES",
     "DTLSContext",
     "DTLSEndpoint",
     "DTLSRole",
-    "PROFILE_KEY_LENGTHS",
+    "profile_lengths",
     "SRTPKeys",
 ]
 
 log = Logger()
 
-# RFC 5764 §4.2 / RFC 7714 §14.2 profiles -> (master key, master salt) lengths in bytes.
-PROFILE_KEY_LENGTHS: dict[str, tuple[int, int]] = {
-    "SRTP_AEAD_AES_256_GCM": (32, 12),
-    "SRTP_AEAD_AES_128_GCM": (16, 12),
-    "SRTP_AES128_CM_SHA1_80": (16, 14),
-    "SRTP_AES128_CM_SHA1_32": (16, 14),
-}
 # The order OpenSSL offers (client) or prefers (server).  _80 before _32: the shorter tag is
 # only worth it on constrained links, which recording is not.
 DEFAULT_PROFILES: tuple[str, ...] = (
@@ -86,9 +80,15 @@ class SRTPKeys:
     local_salt: bytes = field(repr=False)
 
 
+def profile_lengths(profile: str) -> tuple[int, int]:
+    """RFC 5764 §4.2 / RFC 7714 §14.2: a profile's (master key, master salt) lengths."""
+    suite = SUITES[DTLS_PROFILES[profile]]
+    return suite.key_length, suite.salt_length
+
+
 def split_keying_material(material: bytes, profile: str, role: DTLSRole) -> SRTPKeys:
     """RFC 5764 §4.2: client key | server key | client salt | server salt."""
-    key_len, salt_len = PROFILE_KEY_LENGTHS[profile]
+    key_len, salt_len = profile_lengths(profile)
     if len(material) != 2 * (key_len + salt_len):
         raise ValueError(f"{profile} needs {2 * (key_len + salt_len)} bytes of keying material")
     client_key = material[:key_len]
@@ -124,7 +124,7 @@ class DTLSContext:
     """
 
     def __init__(self, certificate: DTLSCertificate, profiles: Sequence[str] = DEFAULT_PROFILES) -> None:
-        unknown = [p for p in profiles if p not in PROFILE_KEY_LENGTHS]
+        unknown = [p for p in profiles if p not in DTLS_PROFILES]
         if unknown or not profiles:
             raise ValueError(f"unknown or no DTLS-SRTP profiles: {', '.join(unknown) or '(none)'}")
         self.certificate = certificate
@@ -212,6 +212,7 @@ class DTLSEndpoint:
         self._handshake_timeout = handshake_timeout
         self._mtu = mtu
         self._log_fields = dict(log_fields or {})
+        self._profiles = context.profiles
         self.state = "new"  # new -> handshaking -> connected | failed; closed at the end
         self.failure: str | None = None
         self.keys: SRTPKeys | None = None
@@ -312,12 +313,12 @@ class DTLSEndpoint:
         check_fingerprints(peer.to_cryptography(), self.remote_fingerprints)
         selected = self._connection.get_selected_srtp_profile()
         profile = selected.decode("ascii") if selected else ""
-        if profile not in PROFILE_KEY_LENGTHS:
+        if profile not in DTLS_PROFILES:
             raise ValueError(
                 "DTLS handshake negotiated no SRTP profile (use_srtp extension missing or no "
-                f"common profile; offered {', '.join(PROFILE_KEY_LENGTHS)})"
+                f"common profile; offered {', '.join(self._profiles)})"
             )
-        key_len, salt_len = PROFILE_KEY_LENGTHS[profile]
+        key_len, salt_len = profile_lengths(profile)
         material = self._connection.export_keying_material(EXPORTER_LABEL, 2 * (key_len + salt_len))
         return split_keying_material(material, profile, self.role)
 

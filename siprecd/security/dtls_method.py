@@ -21,6 +21,7 @@ from siprecd.sdp.model import SDPError
 from siprecd.security.certificate import CertificateError, DTLSCertificate, generate_certificate, load_certificate
 from siprecd.security.dtls import DTLSContext, DTLSRole, SRTPKeys
 from siprecd.security.dtls_sdp import (
+    DTLS_CAPABLE_PROTOS,
     DTLSAnswer,
     DTLSOffer,
     answer_attributes,
@@ -62,6 +63,7 @@ class _Plan:
     offer: DTLSOffer
     answer: DTLSAnswer
     remote: tuple[str, int] | None  # the offer's media address, None on hold
+    rtcp_mux: bool
 
 
 def dtls_profiles(suites: tuple[str, ...]) -> tuple[str, ...]:
@@ -122,6 +124,9 @@ class DTLSSRTP:
         return is_dtls_offer(m, session)
 
     def negotiate(self, m: MediaDescription, session: SessionDescription, policy: SecurityPolicy) -> Negotiated | str:
+        if m.proto.upper() not in DTLS_CAPABLE_PROTOS:
+            # A fingerprint on RTP/AVP: the answer could not ask for SRTP on that proto.
+            return f"a=fingerprint on {m.proto}: DTLS-SRTP needs UDP/TLS/RTP/SAVP(F)"
         try:
             offer = parse_dtls_offer(m, session)
         except SDPError as error:
@@ -131,13 +136,20 @@ class DTLSSRTP:
         address = m.connection_address(session)
         remote = (address, m.port) if address and m.port and not m.on_hold(session) else None
         details: list[tuple[str, Any]] = [("setup", answer.setup), ("offered_setup", offer.setup)]
+        attributes = answer_attributes(answer)
+        # RFC 5761: accepted when offered, so one DTLS association (on the RTP port) keys both
+        # RTP and RTCP; without it the peer would run a second one on the RTCP port.
+        rtcp_mux = m.has_attribute("rtcp-mux")
+        if rtcp_mux:
+            attributes.append(("rtcp-mux", None))
+            details.append(("rtcp_mux", True))
         return Negotiated(
             method=METHOD,
             suite=None,  # known once the handshake has chosen the profile
-            attributes=tuple(answer_attributes(answer)),
+            attributes=tuple(attributes),
             details=tuple(details),
             identity=association_identity(offer, preferred),
-            material=_Plan(offer, answer, remote),
+            material=_Plan(offer, answer, remote, rtcp_mux),
         )
 
     def activate(self, negotiated: Negotiated, media: StreamMedia) -> bool:
@@ -152,6 +164,7 @@ class DTLSSRTP:
                 log_fields=media.log_fields,
             )
             media.dtls = stream
+        media.rtcp_mux = plan.rtcp_mux
         if media.inbound is None:
             media.secure(AwaitingKeys(), None)
         stream.start(plan.offer, plan.answer, media.rtp.source or plan.remote)
@@ -159,6 +172,7 @@ class DTLSSRTP:
 
     def deactivate(self, media: StreamMedia) -> None:
         """The stream is no longer DTLS-SRTP (a re-offer chose another method, or plain)."""
+        media.rtcp_mux = False
         if media.dtls is not None:
             media.dtls.close()
             media.dtls = None

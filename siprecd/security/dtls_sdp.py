@@ -19,6 +19,7 @@ from siprecd.security.dtls import DTLSRole
 __all__ = [
     "DTLSAnswer",
     "DTLSOffer",
+    "DTLS_CAPABLE_PROTOS",
     "DTLS_PROTOS",
     "SETUP_VALUES",
     "answer_attributes",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 DTLS_PROTOS = frozenset({"UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF"})
+# Older stacks put a=fingerprint on RTP/SAVP(F) m-lines; the answer then keeps their proto.
+DTLS_CAPABLE_PROTOS = DTLS_PROTOS | {"RTP/SAVP", "RTP/SAVPF"}
 SETUP_VALUES = frozenset({"actpass", "active", "passive", "holdconn"})
 # RFC 8842 §4: 20 to 255 characters from the base64 alphabet; 32 is plenty of randomness.
 _TLS_ID_BYTES = 24
@@ -62,7 +65,7 @@ def is_dtls_offer(m: MediaDescription, session: SessionDescription) -> bool:
     if proto in DTLS_PROTOS:
         return True
     has_fingerprint = m.has_attribute("fingerprint") or session.has_attribute("fingerprint")
-    return has_fingerprint and proto in ("RTP/SAVP", "RTP/SAVPF")
+    return has_fingerprint and proto in DTLS_CAPABLE_PROTOS
 
 
 def _where(index: int | None) -> str:

@@ -481,13 +481,13 @@ def build_controller(
     )
     controller = Controller(reactor, config, ports, at_rest, metrics)
     security = controller.security
-    if "dtls-srtp" in config.security.key_exchange:
-        from siprecd.security.dtls_method import DTLSSRTP
+    from siprecd.security.dtls_method import DTLSSRTP, dtls_profiles
 
-        # The certificate is made (or loaded) once, at start-up: every answer carries its
-        # fingerprint.  Preflight has already checked configured files.
-        security.methods["dtls-srtp"] = DTLSSRTP.from_config(
-            config.security, reactor, sessions=security.sessions
-        )
+    # Registered even when [security] key_exchange leaves it out, so that an offer hears it is
+    # not allowed rather than not supported.  The certificate is made (or loaded) once, at
+    # start-up: every answer carries its fingerprint.  Preflight has checked configured files
+    # and that the suites leave DTLS a profile when it is allowed.
+    if dtls_profiles(config.security.suites):
+        security.methods["dtls-srtp"] = DTLSSRTP.from_config(config.security, reactor, sessions=security.sessions)
     return controller, ControllerService(controller, config.service.drain_timeout)
 

@@ -19,15 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from siprecd.security.certificate import generate_certificate
+from siprecd.security.suites import DTLS_PROFILES, SUITES
 from tests.e2e.src import SRCClient
 
-# profile -> (libsrtp profile, key length, salt length)
-PROFILES = {
-    "SRTP_AES128_CM_SHA1_80": (pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14),
-    "SRTP_AES128_CM_SHA1_32": (pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14),
-    "SRTP_AEAD_AES_128_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12),
-    "SRTP_AEAD_AES_256_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 32, 12),
-}
+PROFILES = tuple(DTLS_PROFILES)  # offered in this order: AES128_CM_SHA1_80 first
 
 
 class SRTPSocket:
@@ -51,7 +46,7 @@ class DTLSSRCClient(SRCClient):
     fingerprint; after the 200 OK, :meth:`handshake` runs DTLS in the role the answer left it,
     and from then on ``send_rtp`` sends SRTP.  One stream per call: one association."""
 
-    def __init__(self, server_port: int, *, profiles: Sequence[str] = tuple(PROFILES)) -> None:
+    def __init__(self, server_port: int, *, profiles: Sequence[str] = PROFILES) -> None:
         super().__init__(server_port)
         identity = generate_certificate()
         der = identity.certificate.public_bytes(serialization.Encoding.DER)
@@ -121,7 +116,8 @@ class DTLSSRCClient(SRCClient):
         if actual not in fingerprints:
             raise AssertionError(f"SRS certificate {actual} is not the answer's {fingerprints}")
         profile = connection.get_selected_srtp_profile().decode()
-        libsrtp_profile, key_len, salt_len = PROFILES[profile]
+        suite = SUITES[DTLS_PROFILES[profile]]
+        libsrtp_profile, key_len, salt_len = suite.libsrtp_profile, suite.key_length, suite.salt_length
         material = connection.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len))
         client_key, server_key = material[:key_len], material[key_len : 2 * key_len]
         client_salt = material[2 * key_len : 2 * key_len + salt_len]
