@@ -80,6 +80,9 @@ class PeerTestCase(SynchronousTestCase):
         (entry,) = [s for s in document["streams"] if s["recorded"]]
         self.assertEqual(entry["codec"], "PCMU")
         self.assertIsNone(entry["recording"]["error"])
+        if entry["stream_security"]["method"] is not None:
+            # Every RTP datagram the peer sent authenticated (STUN keep-alives are not SRTP).
+            self.assertEqual(entry["reception"]["srtp_auth_failures"], 0, entry["reception"])
         # 50 packets a second for most of the call (start-up and hang-up cost a little).
         self.assertGreater(entry["packets_received"], 0.6 * 50 * CALL_SECONDS, entry)
         rate, channels, samples = read_wav(os.path.join(directory, entry["file"]))
@@ -185,6 +188,18 @@ class LinphoneDTLSTests(DTLSTestCase):
         call = self.place_call(Linphone(self.mktemp(), encryption="dtls"), 880.0)
         entry = self.assert_tone_recorded(call, 880.0, "Linphonec/")
         self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVP")
+
+
+    def test_siprecd_active_rtcp_mux(self) -> None:
+        """With [rtp] rtcp_mux=1 linphonec offers a=rtcp-mux, siprecd answers it, and one DTLS
+        association keys RTP and RTCP on one port (without it linphonec wants a second one on
+        the RTCP port, which siprecd does not run, and sends no SRTCP at all)."""
+        call = self.place_call(Linphone(self.mktemp(), encryption="dtls", options={"rtp": {"rtcp_mux": "1"}}), 831.0)
+        self.assertRegex(call.invites()[0], r"(?m)^a=rtcp-mux\r?$")
+        self.assertRegex(call.answers()[0], r"(?m)^a=rtcp-mux\r?$")
+        entry = self.assert_tone_recorded(call, 831.0, "Linphonec/")
+        self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVP")
+        self.assertEqual(entry["reception"]["srtcp_auth_failures"], 0, entry["reception"])
 
 
 class LinphoneDTLSPassiveTests(DTLSTestCase):
