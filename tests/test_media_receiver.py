@@ -354,30 +354,3 @@ class SecuredReceptionTests(ReceiverTestCase):
         self.assertEqual(self.media.stats.sources[THEIR_SSRC].max_seq, 4)
         self.media.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
-
-
-class NotMediaOnSecuredPortsTests(ReceiverTestCase):
-    """STUN keep-alives (linphonec sends them to both ports without ICE) and a DTLS ClientHello
-    on the RTCP port are not RTP/RTCP: dropped as malformed, never counted as forged SRTP."""
-
-    # A STUN Binding Request as linphonec sends it: 20 bytes, magic cookie, no attributes.
-    STUN = bytes.fromhex("000100002112a442") + bytes(range(12))
-    CLIENT_HELLO = bytes.fromhex("16feff0000000000000000") + bytes(40)
-
-    def test_not_media_is_malformed_not_an_auth_failure(self) -> None:
-        from siprecd.security.srtp import InboundSRTP, OutboundSRTP
-
-        key = bytes(range(30))
-        self.media.secure(InboundSRTP("AES_CM_128_HMAC_SHA1_80", key[:16], key[16:]), None)
-        sender = OutboundSRTP("AES_CM_128_HMAC_SHA1_80", key[:16], key[16:])
-        self.media.rtp.datagramReceived(self.STUN, SRC)  # before the latch
-        self.media.rtp.datagramReceived(sender.protect_rtp(rtp(1)), SRC)
-        self.assertEqual(self.media.rtp.source, SRC)
-        self.media.rtp.datagramReceived(self.STUN, SRC)  # from the latched peer
-        rtcp_source = (SRC[0], SRC[1] + 1)
-        self.media.rtcp.datagramReceived(self.STUN, rtcp_source)
-        self.media.rtcp.datagramReceived(self.CLIENT_HELLO, rtcp_source)
-        counters = self.media.counters
-        self.assertEqual((counters.malformed, counters.rtcp_malformed), (2, 2))
-        self.assertEqual((counters.srtp_auth_failures, counters.srtcp_auth_failures), (0, 0))
-        self.assertEqual(self.media.stats.sources[THEIR_SSRC].max_seq, 1)

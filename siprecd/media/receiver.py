@@ -234,12 +234,11 @@ class RTPProtocol(DatagramProtocol):
             if media.latch_sdp_address and expected is not None and addr[0] != expected[0]:
                 counters.other_source += 1
                 return
+            if len(datagram) < 12 or datagram[0] & 0xC0 != 0x80:
+                # Not RTP (nor RTCP): a stray datagram must not capture the stream's latch.
+                counters.malformed += 1
+                return
             latch = True  # symmetric RTP: latch to the first source (once it authenticates)
-        if len(datagram) < 12 or datagram[0] & 0xC0 != 0x80:
-            # Not RTP (nor RTCP): a stray datagram must not capture the stream's latch, and it is
-            # no forged SRTP either (linphonec sends STUN keep-alives here even without ICE).
-            counters.malformed += 1
-            return
         if len(datagram) > 1 and 192 <= datagram[1] <= 223:
             # RTCP multiplexed on the RTP port
             if media.rtcp.handle(datagram, addr) and latch:
@@ -288,11 +287,6 @@ class RTCPProtocol(DatagramProtocol):
         if source is not None and addr[0] != source[0]:
             # RTCP from another host than the latched media: reports and BYEs are not its to send.
             counters.rtcp_other_source += 1
-            return False
-        if len(datagram) < 8 or datagram[0] & 0xC0 != 0x80:
-            # Not RTCP at all (STUN keep-alives; a peer's DTLS handshake for an RTCP component
-            # siprecd does not run): dropped, and not counted as forged SRTCP.
-            counters.rtcp_malformed += 1
             return False
         if media.inbound is not None:
             plain = media.unprotect(datagram, rtcp=True)
