@@ -354,3 +354,18 @@ class SecuredReceptionTests(ReceiverTestCase):
         self.assertEqual(self.media.stats.sources[THEIR_SSRC].max_seq, 4)
         self.media.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stun_is_not_an_authentication_failure(self) -> None:
+        """linphonec sends STUN binding requests to the RTCP port (and ICE peers to RTP)."""
+        inbound, sender, _ = self.contexts()
+        self.media.secure(inbound, None)
+        stun = bytes.fromhex("000100002112a442b2dbaf4e35c4e0f79607bdfa")
+        self.media.rtcp.datagramReceived(stun, (SRC[0], SRC[1] + 1))
+        self.media.rtp.datagramReceived(stun, SRC)  # before the latch
+        self.media.rtp.datagramReceived(sender.protect_rtp(rtp(1)), SRC)
+        self.media.rtp.datagramReceived(stun, SRC)  # after it
+        self.media.rtp.datagramReceived(b"", SRC)
+        counters = self.media.counters
+        self.assertEqual((counters.srtp_auth_failures, counters.srtcp_auth_failures), (0, 0))
+        self.assertEqual((counters.malformed, counters.rtcp_malformed), (3, 1))
+        self.assertEqual(self.media.rtp.source, SRC)

@@ -7,6 +7,7 @@ to both; each test parses the exposition with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import base64
 import glob
 import os
 from typing import Any
@@ -23,6 +24,7 @@ from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.crypto.rotation import KeyRotation
 from siprecd.media.rtp import build_rtp
 from siprecd.metrics import Metrics, codec_label, method_label, outcome_of
+from siprecd.security.srtp import OutboundSRTP
 from siprecd.sip.message import Limits
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.stack import SIPStack
@@ -142,6 +144,8 @@ class ExpositionTests(MetricsTestCase):
                 "siprecd_rtp_late_packets": "counter",
                 "siprecd_rtp_duplicate_packets": "counter",
                 "siprecd_recording_bytes_written": "counter",
+                "siprecd_srtp_sessions": "counter",
+                "siprecd_srtp_auth_failures": "counter",
                 "siprecd_disk_free_bytes": "gauge",
                 "siprecd_errors": "counter",
             },
@@ -158,6 +162,8 @@ class ExpositionTests(MetricsTestCase):
                 key("siprecd_sip_messages_dropped_total", reason="malformed"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="rate_limited"): 0,
                 key("siprecd_recording_bytes_written_total"): 0,
+                key("siprecd_srtp_auth_failures_total", kind="rtp"): 0,
+                key("siprecd_srtp_auth_failures_total", kind="rtcp"): 0,
                 key("siprecd_errors_total", kind="storage"): 0,
                 key("siprecd_errors_total", kind="recording"): 0,
                 key("siprecd_errors_total", kind="metadata"): 0,
@@ -360,6 +366,28 @@ class MediaTests(MetricsTestCase):
         self.assertEqual(self.value("siprecd_rtp_packets_total", codec="PCMU"), 15)
         self.bye(second)
         self.assertEqual(self.value("siprecd_rtp_packets_total", codec="PCMU"), 15)
+
+    def test_srtp_sessions_and_auth_failures_live_and_after_the_session(self) -> None:
+        key_salt = os.urandom(30)
+        inline = base64.b64encode(key_salt).decode()
+        offer = audio(10000, "a", extra=f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{inline}\n")
+        call = Call(self)
+        [port] = self.ports(call.setup(sdp_offer(offer.replace("RTP/AVP", "RTP/SAVP"))))
+        sender = OutboundSRTP("AES_CM_128_HMAC_SHA1_80", key_salt[:16], key_salt[16:])
+        protocol = self.reactor.udpPorts[port].protocol
+        protocol.datagramReceived(sender.protect_rtp(build_rtp(0, 1, 160, 5, b"\xff" * 160)), PEER)
+        self.rtp(port, 2, ssrc=5)  # plain RTP on the secured stream
+        self.rtp(port, 3, ssrc=5)
+        self.reactor.udpPorts[port + 1].protocol.datagramReceived(b"\x80\xc9\x00\x01\x00\x00\x00\x05", PEER)
+        counts = {
+            key("siprecd_srtp_sessions_total", method="sdes", suite="AES_CM_128_HMAC_SHA1_80"): 1,
+            key("siprecd_srtp_auth_failures_total", kind="rtp"): 2,
+            key("siprecd_srtp_auth_failures_total", kind="rtcp"): 1,
+            key("siprecd_rtp_packets_total", codec="PCMU"): 1,
+        }
+        self.assert_values(counts)
+        self.bye(call)
+        self.assert_values(counts)  # handed over to the totals
 
     def test_recording_bytes_are_the_file_sizes(self) -> None:
         call = Call(self)

@@ -234,11 +234,16 @@ class RTPProtocol(DatagramProtocol):
             if media.latch_sdp_address and expected is not None and addr[0] != expected[0]:
                 counters.other_source += 1
                 return
-            if len(datagram) < 12 or datagram[0] & 0xC0 != 0x80:
+            if len(datagram) < 12 or not _is_rtp_or_rtcp(datagram):
                 # Not RTP (nor RTCP): a stray datagram must not capture the stream's latch.
                 counters.malformed += 1
                 return
             latch = True  # symmetric RTP: latch to the first source (once it authenticates)
+        elif not datagram or datagram[0] & 0xC0 != 0x80:  # inline: the per-packet path
+            # RFC 7983: STUN (first byte 0-3), DTLS (20-63), ... are not media: dropped as such,
+            # never counted as SRTP authentication failures.
+            counters.malformed += 1
+            return
         if len(datagram) > 1 and 192 <= datagram[1] <= 223:
             # RTCP multiplexed on the RTP port
             if media.rtcp.handle(datagram, addr) and latch:
@@ -288,6 +293,9 @@ class RTCPProtocol(DatagramProtocol):
             # RTCP from another host than the latched media: reports and BYEs are not its to send.
             counters.rtcp_other_source += 1
             return False
+        if not _is_rtp_or_rtcp(datagram):
+            counters.rtcp_malformed += 1  # STUN keepalives (linphone sends them here), junk
+            return False
         if media.inbound is not None:
             plain = media.unprotect(datagram, rtcp=True)
             if plain is None:
@@ -311,6 +319,11 @@ class RTCPProtocol(DatagramProtocol):
             elif isinstance(packet, Bye):
                 counters.rtcp_byes += 1
         return True
+
+
+def _is_rtp_or_rtcp(datagram: bytes) -> bool:
+    """RTP version 2 in the first two bits (RFC 7983: first byte 128-191)."""
+    return bool(datagram) and datagram[0] & 0xC0 == 0x80
 
 
 def set_receive_buffer(port: Any, size: int) -> None:
