@@ -427,10 +427,11 @@ class SecurityConfig:
     key_exchange: tuple[str, ...]
     allow_unencrypted: bool
     rekey_grace: float
-    dtls_certificate: str | None
-    dtls_private_key: str | None
-    dtls_setup: str
-    dtls_handshake_timeout: float
+    # Defaults only for code that builds a SecurityConfig by hand (tests): files always set all.
+    dtls_certificate: str | None = None
+    dtls_private_key: str | None = None
+    dtls_setup: str = "active"
+    dtls_handshake_timeout: float = 30.0
 
 
 @dataclass(frozen=True)

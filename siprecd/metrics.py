@@ -117,7 +117,9 @@ HELP = {
     "dtls_handshakes": (
         "DTLS-SRTP handshakes on recorded streams, by outcome (completed: keys installed; failed: "
         "timed out, refused certificate fingerprint, no common SRTP profile), the SRS's role "
-        "(active: DTLS client, passive: server) and the SRTP profile negotiated (empty if failed)."
+        "(active: DTLS client, passive: server), the SRTP profile negotiated (empty if failed) and "
+        "the component: rtp, or rtcp for the second association a peer runs on the RTCP port "
+        "when RTCP is not multiplexed."
     ),
     "errors": (
         "Errors by kind: storage (a session directory, session.json, SDP or metadata file could "
@@ -342,7 +344,9 @@ class _ComponentCollector(Collector):
         dtls = controller.security.methods.get("dtls-srtp") if controller is not None else None
         if dtls is not None and dtls.handshakes:
             # From the first handshake on: a family that has not moved yet says nothing.
-            yield _labelled("siprecd_dtls_handshakes", "dtls_handshakes", ("outcome", "role", "profile"), dtls.handshakes)
+            yield _labelled(
+                "siprecd_dtls_handshakes", "dtls_handshakes", ("outcome", "role", "profile", "component"), dtls.handshakes
+            )
         if controller is not None or stack is not None:
             errors = CounterMetricFamily("siprecd_errors", HELP["errors"], labels=("kind",))
             for kind, count in m.errors().items():

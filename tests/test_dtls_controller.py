@@ -104,6 +104,12 @@ class DTLSControllerTests(ControllerTestCase):
         media.rtp.datagramReceived(rtp(1), MEDIA)
         self.assertEqual(media.counters.srtp_auth_failures, 1)
         self.assertIsNone(media.rtp.source)
+        # STUN keep-alives (linphone sends them on both ports) are no forged SRTP: counted apart.
+        binding = bytes.fromhex("0001 0000 2112a442") + bytes(12)
+        media.rtp.datagramReceived(binding, MEDIA)
+        media.rtcp.datagramReceived(binding, (MEDIA[0], MEDIA[1] + 1))
+        self.assertEqual((media.counters.stun_datagrams, media.counters.srtp_auth_failures), (2, 1))
+        self.assertEqual(media.counters.srtcp_auth_failures, 0)
         self.assertEqual(writer.sent, [])  # the ClientHello waits for the answer to go out
 
         self.handshake(call, peer, m.attribute("fingerprint"), writer)
@@ -138,6 +144,7 @@ class DTLSControllerTests(ControllerTestCase):
         call, m, writer = self.start_call(peer, "active", extra="a=rtcp-mux\n")
         self.assertTrue(m.has_attribute("rtcp-mux"))
         self.handshake(call, peer, m.attribute("fingerprint"), writer)
+        self.assertIsNone(self.stream_media(call).dtls_rtcp)  # one association for both
         [keys] = peer.keys
         media = self.stream_media(call)
         session = srtp_session(keys)
@@ -156,6 +163,43 @@ class DTLSControllerTests(ControllerTestCase):
         self.assertEqual(inbound.unprotect_rtcp(data)[1], 201)
         self.bye(call)
         peer.endpoint.close()
+        self.assert_quiet()
+
+    def test_rtcp_port_has_its_own_association(self) -> None:
+        # Without rtcp-mux the peer runs a second handshake on the RTCP port (RFC 5764 §4.1.2);
+        # its keys, not the RTP association's, protect the RTCP sent there.
+        peer, rtcp_peer = SRCPeer(self, DTLSRole.ACTIVE), SRCPeer(self, DTLSRole.ACTIVE)
+        rtcp_peer.certificate = peer.certificate  # one SRC, one certificate, two components
+        call, m, writer = self.start_call(peer, "active")
+        media = self.stream_media(call)
+        rtcp_writer = Writer()
+        media.rtcp.transport = rtcp_writer
+        self.handshake(call, peer, m.attribute("fingerprint"), writer)
+        rtcp_source = (MEDIA[0], MEDIA[1] + 1)
+        rtcp_peer.connect(m.attribute("fingerprint"), self.reactor)
+        exchange(self, rtcp_writer.sent, rtcp_peer, lambda data: media.rtcp.datagramReceived(data, rtcp_source), rtcp_source)
+        [rtp_keys], [rtcp_keys] = peer.keys, rtcp_peer.keys
+        self.assertNotEqual(rtp_keys.local_key, rtcp_keys.local_key)
+        report = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0xABCDEF01, 1, 2, 160, 1, 160)
+        media.rtp.datagramReceived(srtp_session(rtp_keys).protect(rtp(1)), MEDIA)
+        media.rtcp.datagramReceived(srtp_session(rtp_keys).protect_rtcp(report), rtcp_source)
+        self.assertEqual((media.counters.rtcp_sender_reports, media.counters.srtcp_auth_failures), (0, 1))
+        media.rtcp.datagramReceived(srtp_session(rtcp_keys).protect_rtcp(report), rtcp_source)
+        self.assertEqual(media.counters.rtcp_sender_reports, 1)
+        # The receiver report goes out on the RTCP port under the RTCP association's key.
+        rtcp_writer.sent.clear()
+        self.assertTrue(media.send_report())
+        [(data, addr)] = rtcp_writer.sent
+        self.assertEqual(addr, rtcp_source)
+        self.assertEqual(srtp_session(rtcp_keys, inbound=True, own=False).unprotect_rtcp(data)[1], 201)
+        self.bye(call)
+        security = self.session(call)["streams"][0]["stream_security"]
+        self.assertEqual((security["dtls"]["handshakes"], security["dtls_rtcp"]["handshakes"]), (1, 1))
+        dtls = self.controller.security.methods["dtls-srtp"]
+        self.assertEqual(sorted(dtls.handshakes), [("completed", "passive", rtp_keys.profile, "rtcp"),
+                                                   ("completed", "passive", rtp_keys.profile, "rtp")])
+        peer.endpoint.close()
+        rtcp_peer.endpoint.close()
         self.assert_quiet()
 
     def test_new_tls_id_means_a_new_handshake(self) -> None:
@@ -186,7 +230,8 @@ class DTLSControllerTests(ControllerTestCase):
         self.reactor.advance(0)
         self.reactor.advance(self.config.security.dtls_handshake_timeout + 1)
         dtls = self.controller.security.methods["dtls-srtp"]
-        self.assertEqual(dtls.handshakes, {("failed", "active", ""): 1})
+        # Both components: the RTP port's association and the RTCP port's (no rtcp-mux).
+        self.assertEqual(dtls.handshakes, {("failed", "active", "", "rtp"): 1, ("failed", "active", "", "rtcp"): 1})
         self.bye(call)
         state = self.session(call)["streams"][0]["stream_security"]["dtls"]
         self.assertIn("did not complete within 30 s", state["failure"])

@@ -200,5 +200,5 @@ class PolicyCallTests(ControllerTestCase):
                      "suite AES_CM_128_HMAC_SHA1_80 is not allowed by [security] suites")
         dtls = savp(10000, "1", "a=setup:actpass\n", proto="UDP/TLS/RTP/SAVP")
         self.refused(sdp_offer(dtls, session_attrs="a=fingerprint:sha-256 AB:CD\n"),
-                     "DTLS-SRTP key exchange is not supported yet")
+                     "DTLS-SRTP: a=fingerprint unusable: sha-256 fingerprint has 2 bytes, expected 32")
         self.assert_nothing_bound()

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
-from siprecd.media.demux import DTLS, classify
+from siprecd.media.demux import DTLS, classify, is_stun
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
@@ -57,7 +57,8 @@ class ReceptionCounters:
     srtcp_auth_failures: int = 0  # unauthenticated or forged RTCP on a secured stream: dropped
     srtp_old_key: int = 0  # packets accepted under the previous key during a rekey's grace
     rekeys: int = 0
-    dtls_datagrams: int = 0  # DTLS (RFC 7983 first byte 20-63) on the RTP port
+    dtls_datagrams: int = 0  # DTLS (RFC 7983 first byte 20-63) on the RTP or RTCP port
+    stun_datagrams: int = 0  # STUN (keep-alives, ICE checks) on either port: dropped
 
 
 class StreamMedia:
@@ -76,6 +77,11 @@ class StreamMedia:
         self.clock = clock
         self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
         self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
+        # Without rtcp-mux, DTLS-SRTP keys RTCP by a second association on the RTCP port
+        # (RFC 5764 §4.1.2): its StreamDTLS and the SRTCP contexts it makes.
+        self.dtls_rtcp: Any = None
+        self.rtcp_inbound: Inbound | None = None
+        self.rtcp_outbound: Outbound | None = None
         self.rtcp_mux = False  # the answer accepted a=rtcp-mux: reports leave from the RTP port
         self.rekey_grace = rekey_grace
         self.inbound: Inbound | None = None
@@ -115,6 +121,11 @@ class StreamMedia:
         self.inbound = inbound
         self.outbound = outbound
 
+    def secure_rtcp(self, inbound: Inbound | None, outbound: Outbound | None) -> None:
+        """SRTCP contexts of their own for the RTCP port (None: RTCP uses :meth:`secure`'s)."""
+        self.rtcp_inbound = inbound
+        self.rtcp_outbound = outbound
+
     def _end_grace(self) -> None:
         if self._grace_call is not None and self._grace_call.active():
             self._grace_call.cancel()
@@ -124,21 +135,35 @@ class StreamMedia:
     def close(self) -> None:
         """The stream ends: no timer of its own may outlive it."""
         self._end_grace()
-        if self.dtls is not None:
-            self.dtls.close()
+        for dtls in (self.dtls, self.dtls_rtcp):
+            if dtls is not None:
+                dtls.close()
 
-    def dtls_received(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        """A DTLS datagram on the RTP port (RFC 7983), for the stream's DTLS-SRTP association."""
+    def not_media(self, datagram: bytes, addr: tuple[str, int], *, rtcp: bool) -> bool:
+        """RFC 7983 demultiplexing of a datagram whose first byte is below 64 on the RTP port
+        (or the RTCP port, ``rtcp``): DTLS goes to the stream's association, STUN is counted
+        and dropped (no ICE here).  False for anything else: it is parsed as RTP/RTCP."""
+        if classify(datagram) == DTLS:
+            self.dtls_received(datagram, addr, rtcp=rtcp)
+            return True
+        if is_stun(datagram):
+            self.counters.stun_datagrams += 1
+            return True
+        return False
+
+    def dtls_received(self, datagram: bytes, addr: tuple[str, int], *, rtcp: bool = False) -> None:
+        """A DTLS datagram (RFC 7983) on the RTP port, or on the RTCP port (``rtcp``)."""
         self.counters.dtls_datagrams += 1
+        dtls = self.dtls_rtcp if rtcp else self.dtls
         expected = self.expected
-        if self.dtls is None or (self.latch_sdp_address and expected is not None and addr[0] != expected[0]):
+        if dtls is None or (self.latch_sdp_address and expected is not None and addr[0] != expected[0]):
             self.counters.other_source += 1
             return
-        self.dtls.datagram_received(datagram, addr)
+        dtls.datagram_received(datagram, addr)
 
     def unprotect(self, datagram: bytes, rtcp: bool) -> bytes | None:
         """The plaintext of a secured datagram, or None (counted) when it does not authenticate."""
-        inbound = self.inbound
+        inbound = self.rtcp_inbound if rtcp and self.rtcp_inbound is not None else self.inbound
         assert inbound is not None
         try:
             return inbound.unprotect_rtcp(datagram) if rtcp else inbound.unprotect_rtp(datagram)
@@ -184,8 +209,9 @@ class StreamMedia:
             return False
         report = build_receiver_report(self.ssrc, stats.report_blocks(self.clock.seconds()), self.cname)
         try:
-            if self.outbound is not None:
-                report = self.outbound.protect_rtcp(report)
+            outbound = self.outbound if self.rtcp_mux or self.rtcp_outbound is None else self.rtcp_outbound
+            if outbound is not None:
+                report = outbound.protect_rtcp(report)
             transport.write(report, peer)
         except (OSError, SRTPError):
             return False
@@ -222,8 +248,7 @@ class RTPProtocol(DatagramProtocol):
         media = self.media
         counters = media.counters
         counters.datagrams += 1
-        if datagram and datagram[0] < 64 and classify(datagram) == DTLS:
-            media.dtls_received(datagram, addr)  # DTLS-SRTP shares the RTP port (RFC 5764 §5.1.2)
+        if datagram and datagram[0] < 64 and media.not_media(datagram, addr, rtcp=False):
             return
         latch = False
         if addr != self.source:
@@ -281,6 +306,8 @@ class RTCPProtocol(DatagramProtocol):
         self.peer: tuple[str, int] | None = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+        if datagram and datagram[0] < 64 and self.media.not_media(datagram, addr, rtcp=True):
+            return
         self.handle(datagram, addr)
 
     def handle(self, datagram: bytes, addr: tuple[str, int]) -> bool:

@@ -48,6 +48,9 @@ class RecordedStream:
             state = dtls.to_json()
             out["suite"] = state["suite"]
             out["dtls"] = state
+            rtcp = self.media.dtls_rtcp if self.media is not None else None
+            if rtcp is not None:
+                out["dtls_rtcp"] = rtcp.to_json()
         return out
 
     def to_json(self, senders: dict[str, list[str]]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["AwaitingKeys", "DTLSSRTP", "dtls_certificate", "dtls_profiles"]
 
 METHOD = "dtls-srtp"
+RTP, RTCP = "rtp", "rtcp"  # the components (RFC 5764 §4.1.2): RTCP has its own without rtcp-mux
 
 
 class AwaitingKeys:
@@ -63,6 +64,7 @@ class _Plan:
     offer: DTLSOffer
     answer: DTLSAnswer
     remote: tuple[str, int] | None  # the offer's media address, None on hold
+    rtcp_remote: tuple[str, int] | None  # its RTCP address (a=rtcp, else RTP port + 1)
     rtcp_mux: bool
 
 
@@ -103,8 +105,8 @@ class DTLSSRTP:
     ) -> None:
         self.settings = settings
         self.sessions: Counter[tuple[str, str]] = sessions if sessions is not None else Counter()
-        # (outcome, SRS role, profile) -> handshakes, for siprecd_dtls_handshakes_total
-        self.handshakes: Counter[tuple[str, str, str]] = Counter()
+        # (outcome, SRS role, profile, component) -> handshakes, for siprecd_dtls_handshakes_total
+        self.handshakes: Counter[tuple[str, str, str, str]] = Counter()
 
     @classmethod
     def from_config(cls, config: SecurityConfig, clock: IReactorTime, **kwargs: Any) -> DTLSSRTP:
@@ -135,6 +137,13 @@ class DTLSSRTP:
         answer = plan_answer(offer, preferred=preferred, fingerprint=self.settings.context.fingerprint("sha-256"))
         address = m.connection_address(session)
         remote = (address, m.port) if address and m.port and not m.on_hold(session) else None
+        rtcp_remote = None
+        if remote is not None:
+            rtcp = m.rtcp
+            if rtcp is not None:
+                rtcp_remote = (rtcp.address or address, rtcp.port)
+            elif m.port < 65535:
+                rtcp_remote = (address, m.port + 1)
         details: list[tuple[str, Any]] = [("setup", answer.setup), ("offered_setup", offer.setup)]
         attributes = answer_attributes(answer)
         # RFC 5761: accepted when offered, so one DTLS association (on the RTP port) keys both
@@ -149,25 +158,25 @@ class DTLSSRTP:
             attributes=tuple(attributes),
             details=tuple(details),
             identity=association_identity(offer, preferred),
-            material=_Plan(offer, answer, remote, rtcp_mux),
+            material=_Plan(offer, answer, remote, rtcp_remote, rtcp_mux),
         )
 
     def activate(self, negotiated: Negotiated, media: StreamMedia) -> bool:
         plan: _Plan = negotiated.material
-        stream = media.dtls
-        if stream is None:
-            stream = StreamDTLS(
-                self.settings,
-                write=lambda data, addr: _write(media, data, addr),
-                install=lambda keys: self._install(media, keys),
-                on_failure=lambda reason: self._failed(media),
-                log_fields=media.log_fields,
-            )
-            media.dtls = stream
         media.rtcp_mux = plan.rtcp_mux
         if media.inbound is None:
             media.secure(AwaitingKeys(), None)
-        stream.start(plan.offer, plan.answer, media.rtp.source or plan.remote)
+        if media.dtls is None:
+            media.dtls = self._stream(media, RTP)
+        media.dtls.start(plan.offer, plan.answer, media.rtp.source or plan.remote)
+        if plan.rtcp_mux:
+            self._close_rtcp(media)
+        else:
+            # RFC 5764 §4.1.2: RTCP on its own port is its own component, keyed by its own
+            # association with the same certificates and roles.
+            if media.dtls_rtcp is None:
+                media.dtls_rtcp = self._stream(media, RTCP)
+            media.dtls_rtcp.start(plan.offer, plan.answer, media.rtcp.peer or plan.rtcp_remote)
         return False  # the contexts come with the handshake; counted then
 
     def deactivate(self, media: StreamMedia) -> None:
@@ -176,26 +185,45 @@ class DTLSSRTP:
         if media.dtls is not None:
             media.dtls.close()
             media.dtls = None
+        self._close_rtcp(media)
 
-    def _install(self, media: StreamMedia, keys: SRTPKeys) -> None:
-        suite = DTLS_PROFILES[keys.profile]
-        media.secure(
-            InboundSRTP(suite, keys.remote_key, keys.remote_salt),
-            OutboundSRTCP(suite, keys.local_key, keys.local_salt),
+    def _close_rtcp(self, media: StreamMedia) -> None:
+        if media.dtls_rtcp is not None:
+            media.dtls_rtcp.close()
+            media.dtls_rtcp = None
+        media.secure_rtcp(None, None)
+
+    def _stream(self, media: StreamMedia, component: str) -> StreamDTLS:
+        protocol = media.rtp if component == RTP else media.rtcp
+
+        def write(data: bytes, addr: tuple[str, int]) -> None:
+            transport = protocol.transport
+            if transport is not None:  # None once the stream's ports are released
+                transport.write(data, addr)
+
+        return StreamDTLS(
+            self.settings,
+            write=write,
+            install=lambda keys: self._install(media, keys, component),
+            on_failure=lambda reason: self._failed(media, component),
+            log_fields={**media.log_fields, "component": component},
         )
-        self.sessions[METHOD, suite] += 1
-        self.handshakes["completed", _role(media), keys.profile] += 1
 
-    def _failed(self, media: StreamMedia) -> None:
-        self.handshakes["failed", _role(media), ""] += 1
+    def _install(self, media: StreamMedia, keys: SRTPKeys, component: str) -> None:
+        suite = DTLS_PROFILES[keys.profile]
+        inbound = InboundSRTP(suite, keys.remote_key, keys.remote_salt)
+        outbound = OutboundSRTCP(suite, keys.local_key, keys.local_salt)
+        if component == RTP:
+            media.secure(inbound, outbound)
+            self.sessions[METHOD, suite] += 1
+        else:
+            media.secure_rtcp(inbound, outbound)
+        self.handshakes["completed", _role(media), keys.profile, component] += 1
+
+    def _failed(self, media: StreamMedia, component: str) -> None:
+        self.handshakes["failed", _role(media), "", component] += 1
 
 
 def _role(media: StreamMedia) -> str:
     answer = media.dtls.answer if media.dtls is not None else None
     return answer.role.value if answer is not None and answer.role is not None else ""
-
-
-def _write(media: StreamMedia, data: bytes, addr: tuple[str, int]) -> None:
-    transport = media.rtp.transport
-    if transport is not None:  # None once the stream's ports are released
-        transport.write(data, addr)
