@@ -165,9 +165,10 @@ class BaresipSDESTests(PeerTestCase):
 
 
 class DTLSTestCase(PeerTestCase):
-    def assert_dtls(self, call: PeerCall, entry: dict[str, Any], setup: str, proto: str) -> None:
-        """siprecd answered with its role and a fingerprint, one handshake ran with the peer,
-        and the suite recorded is the one the handshake's SRTP profile names."""
+    def assert_dtls(self, call: PeerCall, entry: dict[str, Any], setup: str, proto: str, mux: bool = False) -> None:
+        """siprecd answered with its role and a fingerprint, one handshake ran with the peer on
+        the RTP port and, without rtcp-mux, another on the RTCP port (RFC 5764 §4.1.2), and the
+        suite recorded is the one the handshake's SRTP profile names."""
         answer = call.answers()[0]
         self.assertRegex(answer, rf"m=audio \d+ {re.escape(proto)} ")
         self.assertRegex(answer, rf"(?m)^a=setup:{setup}\r?$")
@@ -178,6 +179,11 @@ class DTLSTestCase(PeerTestCase):
         dtls = security["dtls"]
         self.assertEqual((dtls["role"], dtls["handshakes"], dtls["failure"]), (setup, 1, None), dtls)
         self.assertEqual(DTLS_PROFILES[dtls["profile"]], security["suite"])
+        if mux:
+            self.assertIsNone(security.get("dtls_rtcp"), security)
+        else:
+            rtcp = security["dtls_rtcp"]
+            self.assertEqual((rtcp["role"], rtcp["handshakes"], rtcp["failure"]), (setup, 1, None), rtcp)
 
 
 class LinphoneDTLSTests(DTLSTestCase):
@@ -188,17 +194,19 @@ class LinphoneDTLSTests(DTLSTestCase):
         call = self.place_call(Linphone(self.mktemp(), encryption="dtls"), 880.0)
         entry = self.assert_tone_recorded(call, 880.0, "Linphonec/")
         self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVP")
+        # linphonec protects its RTCP under the RTCP port's association: none of it is refused.
+        self.assertEqual(entry["reception"]["srtcp_auth_failures"], 0, entry["reception"])
 
 
     def test_siprecd_active_rtcp_mux(self) -> None:
         """With [rtp] rtcp_mux=1 linphonec offers a=rtcp-mux, siprecd answers it, and one DTLS
-        association keys RTP and RTCP on one port (without it linphonec wants a second one on
-        the RTCP port, which siprecd does not run, and sends no SRTCP at all)."""
+        association keys RTP and RTCP on one port (without it linphonec runs a second one on
+        the RTCP port)."""
         call = self.place_call(Linphone(self.mktemp(), encryption="dtls", options={"rtp": {"rtcp_mux": "1"}}), 831.0)
         self.assertRegex(call.invites()[0], r"(?m)^a=rtcp-mux\r?$")
         self.assertRegex(call.answers()[0], r"(?m)^a=rtcp-mux\r?$")
         entry = self.assert_tone_recorded(call, 831.0, "Linphonec/")
-        self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVP")
+        self.assert_dtls(call, entry, "active", "UDP/TLS/RTP/SAVP", mux=True)
         self.assertEqual(entry["reception"]["srtcp_auth_failures"], 0, entry["reception"])
 
 
@@ -211,6 +219,8 @@ class LinphoneDTLSPassiveTests(DTLSTestCase):
         call = self.place_call(Linphone(self.mktemp(), encryption="dtls"), 932.0)
         entry = self.assert_tone_recorded(call, 932.0, "Linphonec/")
         self.assert_dtls(call, entry, "passive", "UDP/TLS/RTP/SAVP")
+        # linphonec protects its RTCP under the RTCP port's association: none of it is refused.
+        self.assertEqual(entry["reception"]["srtcp_auth_failures"], 0, entry["reception"])
 
 
 class BaresipDTLSTests(DTLSTestCase):
