@@ -34,7 +34,7 @@ BARESIP_MODULES = "/usr/lib/baresip/modules"
 
 # linphonec's console: one line per call state change ("Call 1 with sip:... connected.").
 _CONNECTED = re.compile(r"Call \d+ with \S+ connected\.")
-_FAILED = re.compile(r"Call \d+ (?:with|to) \S+ (?:error|declined|ended)")
+_FAILED = re.compile(r"Call \d+ (?:with|to) \S+ (?:error|declined|ended)|Error from linphone_core_invite")
 _ENDED = re.compile(r"Call \d+ with \S+ ended")
 # A SIP request or status line as it appears in either peer's trace.
 _START_LINE = re.compile(
@@ -246,7 +246,8 @@ class Linphone(_Peer):
 
     def call(self, uri: str, wav: str, seconds: float, timeout: float = 30.0) -> PeerCall:
         """Call ``uri`` playing ``wav``; hang up ``seconds`` after the call is connected."""
-        # linphonec keeps its call history and friends database there and fails without it.
+        # linphonec keeps its databases there; without it "call" fails at once with
+        # "Error from linphone_core_invite."
         os.makedirs(os.path.join(self.directory, ".local", "share", "linphone"), exist_ok=True)
         with open(self.config_path, "w") as handle:
             handle.write(self.config_text())
