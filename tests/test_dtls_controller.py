@@ -116,6 +116,9 @@ class DTLSControllerTests(ControllerTestCase):
         [keys] = peer.keys
         self.assertIsInstance(media.inbound, InboundSRTP)
         self.assertEqual(media.counters.rekeys, 0)
+        # session.json on disk already says so, before any further SIP event.
+        on_disk = self.session(call)["streams"][0]["stream_security"]
+        self.assertEqual((on_disk["dtls"]["state"], on_disk["dtls"]["profile"]), ("connected", keys.profile))
         session = srtp_session(keys)
         for seq in range(2, 12):
             media.rtp.datagramReceived(session.protect(rtp(seq)), MEDIA)

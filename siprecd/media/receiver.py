@@ -9,11 +9,16 @@ Secured streams (:meth:`StreamMedia.secure`): every datagram is unprotected befo
 parsed, and before it may capture the latch; what does not authenticate is dropped and counted
 (``srtp_auth_failures``, ``srtcp_auth_failures``), never logged per packet.  Receiver reports
 leave SRTCP-protected with the SRS's own key.
+
+Both ports demultiplex by the first byte (RFC 7983) before anything else: DTLS goes to the
+stream's DTLS-SRTP association(s) (:mod:`siprecd.security.dtls_stream`), STUN is counted and
+dropped; the RTP path pays one comparison for it.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,8 +78,10 @@ class StreamMedia:
         cname: str,
         rekey_grace: float = 0.0,
         log_fields: dict[str, Any] | None = None,
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.clock = clock
+        self.changed = changed  # state worth a session.json rewrite changed (keys arrived, say)
         self.log_fields = dict(log_fields or {})  # session_id, call_id for the stream's log events
         self.dtls: Any = None  # security.dtls_stream.StreamDTLS on a DTLS-SRTP stream
         # Without rtcp-mux, DTLS-SRTP keys RTCP by a second association on the RTCP port

@@ -219,9 +219,11 @@ class DTLSSRTP:
         else:
             media.secure_rtcp(inbound, outbound)
         self.handshakes["completed", _role(media), keys.profile, component] += 1
+        media.changed()
 
     def _failed(self, media: StreamMedia, component: str) -> None:
         self.handshakes["failed", _role(media), "", component] += 1
+        media.changed()
 
 
 def _role(media: StreamMedia) -> str:

@@ -138,6 +138,7 @@ class Controller:
             lambda reason: self._abort(dialog, reason),
             self.at_rest,
             count=self._count,
+            changed=lambda: self._save(session),
         )
         session.mix_view = media.to_json
         streams = StreamTable(self.ports, media.new_stream_media, media.finish_stream)

@@ -40,7 +40,11 @@ class SessionMedia:
         at_rest: AtRest | None = None,
         *,
         count: Callable[[str], None] | None = None,
+        changed: Callable[[], None] | None = None,
     ) -> None:
+        # session.json is rewritten when a stream's state changes between SIP events (a
+        # DTLS-SRTP handshake ends): on the next turn, never from inside the packet path.
+        self._changed = changed
         self.at_rest = at_rest
         self._count = count  # the controller's error counters
         self.clock = clock
@@ -68,7 +72,12 @@ class SessionMedia:
             cname=self.cname,
             rekey_grace=self.config.security.rekey_grace,
             log_fields={"session_id": self.session.session_id, "call_id": self.session.call_id},
+            changed=self._stream_changed,
         )
+
+    def _stream_changed(self) -> None:
+        if self._changed is not None:
+            self.clock.callLater(0, self._changed)
 
     def attach(self, streams: list[RecordedStream], offer: SessionDescription) -> None:
         """After an answer: recorders for new recorded streams, codec updates for kept ones.
