@@ -25,7 +25,7 @@ from tests.e2e.server import Server, assert_clean_stop
 
 CALL_SECONDS = 3.0
 # RFC 4568 / 6188: master key + salt octets in an inline: key.
-KEY_AND_SALT = {"AES_CM_128_HMAC_SHA1_80": 30, "AES_256_CM_HMAC_SHA1_80": 46}
+KEY_AND_SALT = {"AES_CM_128_HMAC_SHA1_80": 30, "AES_256_CM_HMAC_SHA1_80": 46, "AES_256_CM_HMAC_SHA1_32": 46}
 _CRYPTO = re.compile(r"^a=crypto:(\d+) (\S+) inline:([A-Za-z0-9+/=]+)", re.M)
 TONE_RMS = 0.5 * 32767 / 2**0.5  # write_tone's level: a sine at half scale
 
@@ -152,6 +152,25 @@ class LinphoneSDESTests(PeerTestCase):
 
     def test_aes_256_cm_hmac_sha1_80(self) -> None:
         self.check_suite("AES_256_CM_HMAC_SHA1_80", 698.0)
+
+
+class LinphoneSDESPreferenceTests(PeerTestCase):
+    program = LINPHONEC
+    security = {"suites": "AES_256_CM_HMAC_SHA1_32 AES_CM_128_HMAC_SHA1_80"}
+
+    def test_srs_preference_decides(self) -> None:
+        """linphonec offers its four default suites (tags 1-4); siprecd takes the first of its
+        own [security] suites that is offered: tag 4, AES_256_CM_HMAC_SHA1_32."""
+        call = self.place_call(Linphone(self.mktemp(), encryption="srtp"), 740.0)
+        offered = [suite for _, suite, _ in _CRYPTO.findall(call.invites()[0])]
+        self.assertEqual(len(offered), 4, offered)
+        self.assertEqual(offered[3], "AES_256_CM_HMAC_SHA1_32")
+        ((tag, _, _),) = _CRYPTO.findall(call.answers()[0])
+        self.assertEqual(tag, "4")
+        entry = self.assert_tone_recorded(call, 740.0, "Linphonec/")
+        security = entry["stream_security"]
+        self.assertEqual((security["method"], security["suite"]), ("sdes", "AES_256_CM_HMAC_SHA1_32"))
+        self.assert_sdes_answer(call, self.session(call)[1], "AES_256_CM_HMAC_SHA1_32")
 
 
 class BaresipSDESTests(PeerTestCase):
