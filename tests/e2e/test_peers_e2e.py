@@ -98,7 +98,7 @@ class PeerTestCase(SynchronousTestCase):
         return entry
 
 
-    def assert_sdes_answer(self, call: PeerCall, directory: str, suite: str) -> None:
+    def assert_sdes_answer(self, call: PeerCall, directory: str, suite: str, proto: str = "RTP/SAVP") -> None:
         """siprecd answered the offered tag and suite with its own fresh key of the right
         length, and neither key appears in session.json or the server's log."""
         offered = _CRYPTO.findall(call.invites()[0])
@@ -109,7 +109,7 @@ class PeerTestCase(SynchronousTestCase):
         self.assertEqual(answered_suite, suite)
         self.assertEqual(len(base64.b64decode(key)), KEY_AND_SALT[suite])
         self.assertNotIn(key, [k for _, _, k in offered], "the offerer's key was echoed")
-        self.assertRegex(call.answers()[0], r"m=audio \d+ RTP/SAVP ")
+        self.assertRegex(call.answers()[0], rf"m=audio \d+ {re.escape(proto)} ")
         with open(os.path.join(directory, "session.json"), encoding="utf-8") as handle:
             session_text = handle.read()
         log = self.server.log()
@@ -181,6 +181,16 @@ class BaresipSDESTests(PeerTestCase):
         entry = self.assert_tone_recorded(call, 784.0, "baresip")
         self.assertEqual((entry["stream_security"]["method"], entry["stream_security"]["suite"]), ("sdes", "AES_CM_128_HMAC_SHA1_80"))
         self.assert_sdes_answer(call, self.session(call)[1], "AES_CM_128_HMAC_SHA1_80")
+
+    def test_best_effort_srtp_on_rtp_avp(self) -> None:
+        """mediaenc=srtp puts a=crypto on an RTP/AVP m-line: siprecd answers it there, with
+        its own key, and the media is SRTP."""
+        call = self.place_call(Baresip(self.mktemp(), mediaenc="srtp"), 1109.0)
+        self.assertRegex(call.invites()[0], r"m=audio \d+ RTP/AVP ")
+        entry = self.assert_tone_recorded(call, 1109.0, "baresip")
+        self.assertEqual(entry["stream_security"]["method"], "sdes")
+        self.assertRegex(call.answers()[0], r"m=audio \d+ RTP/AVP ")
+        self.assert_sdes_answer(call, self.session(call)[1], "AES_CM_128_HMAC_SHA1_80", proto="RTP/AVP")
 
 
 class DTLSTestCase(PeerTestCase):
