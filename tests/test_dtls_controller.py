@@ -104,12 +104,13 @@ class DTLSControllerTests(ControllerTestCase):
         media.rtp.datagramReceived(rtp(1), MEDIA)
         self.assertEqual(media.counters.srtp_auth_failures, 1)
         self.assertIsNone(media.rtp.source)
-        # STUN keep-alives (linphone sends them on both ports) are no forged SRTP: counted apart.
+        # STUN keep-alives (linphone sends them on both ports) are no forged SRTP, nor DTLS.
         binding = bytes.fromhex("0001 0000 2112a442") + bytes(12)
         media.rtp.datagramReceived(binding, MEDIA)
         media.rtcp.datagramReceived(binding, (MEDIA[0], MEDIA[1] + 1))
-        self.assertEqual((media.counters.stun_datagrams, media.counters.srtp_auth_failures), (2, 1))
-        self.assertEqual(media.counters.srtcp_auth_failures, 0)
+        self.assertEqual((media.counters.malformed, media.counters.rtcp_malformed), (1, 1))
+        self.assertEqual((media.counters.srtp_auth_failures, media.counters.srtcp_auth_failures), (1, 0))
+        self.assertEqual(media.counters.dtls_datagrams, 0)
         self.assertEqual(writer.sent, [])  # the ClientHello waits for the answer to go out
 
         self.handshake(call, peer, m.attribute("fingerprint"), writer)

@@ -7,7 +7,7 @@ import os
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.trial.unittest import SynchronousTestCase
 
-from siprecd.media.demux import DTLS, RTP, STUN, TURN_CHANNEL, ZRTP, classify, is_stun
+from siprecd.media.demux import DTLS, RTP, STUN, TURN_CHANNEL, ZRTP, classify
 from siprecd.sdp import SDPError, parse
 from siprecd.security.certificate import (
     CertificateError,
@@ -200,9 +200,3 @@ class DemuxTests(SynchronousTestCase):
             self.assertEqual(classify(bytes([byte]) + b"rest"), kind, byte)
         self.assertIsNone(classify(b""))
 
-    def test_stun_messages(self) -> None:
-        binding = bytes.fromhex("0001 0000 2112a442") + b"\x00" * 12
-        self.assertTrue(is_stun(binding))
-        self.assertTrue(is_stun(bytes.fromhex("0001 0008 2112a442") + b"\x00" * 20))
-        for not_stun in (b"\x00", binding[:19], binding + b"\x00", b"\x16" + binding[1:], b"\x80" + binding[1:]):
-            self.assertFalse(is_stun(not_stun), not_stun)

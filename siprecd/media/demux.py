@@ -6,7 +6,7 @@ receiver looks at the first byte before parsing anything (RFC 7983 §7).
 
 from __future__ import annotations
 
-__all__ = ["DTLS", "RTP", "STUN", "TURN_CHANNEL", "ZRTP", "classify", "is_stun"]
+__all__ = ["DTLS", "RTP", "STUN", "TURN_CHANNEL", "ZRTP", "classify"]
 
 STUN = "stun"
 ZRTP = "zrtp"
@@ -34,15 +34,3 @@ def classify(datagram: bytes) -> str | None:
         return None
     return _TABLE[datagram[0]]
 
-
-def is_stun(datagram: bytes) -> bool:
-    """A whole STUN message (RFC 5389 §6: 20-byte header whose length covers the rest).
-
-    Peers send STUN binding requests as keep-alives to the media ports even without ICE
-    (linphone does); the length check keeps a stray byte in 0-3 from counting as one.
-    """
-    return (
-        len(datagram) >= 20
-        and datagram[0] < 4
-        and int.from_bytes(datagram[2:4], "big") + 20 == len(datagram)
-    )

@@ -11,8 +11,9 @@ parsed, and before it may capture the latch; what does not authenticate is dropp
 leave SRTCP-protected with the SRS's own key.
 
 Both ports demultiplex by the first byte (RFC 7983) before anything else: DTLS goes to the
-stream's DTLS-SRTP association(s) (:mod:`siprecd.security.dtls_stream`), STUN is counted and
-dropped; the RTP path pays one comparison for it.
+stream's DTLS-SRTP association(s) (:mod:`siprecd.security.dtls_stream`); anything else that
+is not RTP/RTCP (STUN keep-alives, say) is dropped as malformed.  The RTP path pays one
+comparison for it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
-from siprecd.media.demux import DTLS, classify, is_stun
+from siprecd.media.demux import DTLS, classify
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
@@ -63,7 +64,6 @@ class ReceptionCounters:
     srtp_old_key: int = 0  # packets accepted under the previous key during a rekey's grace
     rekeys: int = 0
     dtls_datagrams: int = 0  # DTLS (RFC 7983 first byte 20-63) on the RTP or RTCP port
-    stun_datagrams: int = 0  # STUN (keep-alives, ICE checks) on either port: dropped
 
 
 class StreamMedia:
@@ -145,18 +145,6 @@ class StreamMedia:
         for dtls in (self.dtls, self.dtls_rtcp):
             if dtls is not None:
                 dtls.close()
-
-    def not_media(self, datagram: bytes, addr: tuple[str, int], *, rtcp: bool) -> bool:
-        """RFC 7983 demultiplexing of a datagram whose first byte is below 64 on the RTP port
-        (or the RTCP port, ``rtcp``): DTLS goes to the stream's association, STUN is counted
-        and dropped (no ICE here).  False for anything else: it is parsed as RTP/RTCP."""
-        if classify(datagram) == DTLS:
-            self.dtls_received(datagram, addr, rtcp=rtcp)
-            return True
-        if is_stun(datagram):
-            self.counters.stun_datagrams += 1
-            return True
-        return False
 
     def dtls_received(self, datagram: bytes, addr: tuple[str, int], *, rtcp: bool = False) -> None:
         """A DTLS datagram (RFC 7983) on the RTP port, or on the RTCP port (``rtcp``)."""
@@ -255,7 +243,8 @@ class RTPProtocol(DatagramProtocol):
         media = self.media
         counters = media.counters
         counters.datagrams += 1
-        if datagram and datagram[0] < 64 and media.not_media(datagram, addr, rtcp=False):
+        if datagram and datagram[0] < 64 and classify(datagram) == DTLS:
+            media.dtls_received(datagram, addr)  # DTLS-SRTP shares the RTP port (RFC 5764 §5.1.2)
             return
         latch = False
         if addr != self.source:
@@ -313,7 +302,8 @@ class RTCPProtocol(DatagramProtocol):
         self.peer: tuple[str, int] | None = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
-        if datagram and datagram[0] < 64 and self.media.not_media(datagram, addr, rtcp=True):
+        if datagram and datagram[0] < 64 and classify(datagram) == DTLS:
+            self.media.dtls_received(datagram, addr, rtcp=True)
             return
         self.handle(datagram, addr)
 

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -33,8 +33,10 @@ __all__ = [
     "DTLSContext",
     "DTLSEndpoint",
     "DTLSRole",
-    "profile_lengths",
     "SRTPKeys",
+    "pack_datagrams",
+    "profile_lengths",
+    "split_keying_material",
 ]
 
 log = Logger()
@@ -145,15 +147,11 @@ class DTLSContext:
         return self.certificate.fingerprint(hash_name)
 
 
-def _pyopenssl_certificate(certificate: DTLSCertificate) -> object:
-    from OpenSSL import crypto
-
+def _pyopenssl_certificate(certificate: DTLSCertificate) -> crypto.X509:
     return crypto.X509.from_cryptography(certificate.certificate)
 
 
-def _pyopenssl_key(certificate: DTLSCertificate) -> object:
-    from OpenSSL import crypto
-
+def _pyopenssl_key(certificate: DTLSCertificate) -> crypto.PKey:
     return crypto.PKey.from_cryptography_key(certificate.private_key)  # type: ignore[arg-type]
 
 
