@@ -97,10 +97,10 @@ class PeerTestCase(SynchronousTestCase):
         assert_near(self, rms(body), TONE_RMS, 0.15 * TONE_RMS, "tone level")
         return entry
 
-
     def assert_sdes_answer(self, call: PeerCall, directory: str, suite: str, proto: str = "RTP/SAVP") -> None:
         """siprecd answered the offered tag and suite with its own fresh key of the right
-        length, and neither key appears in session.json or the server's log."""
+        length, and neither key appears in the server's log or any file it wrote for the call
+        (session.json, the stored offer and answer)."""
         offered = _CRYPTO.findall(call.invites()[0])
         answered = _CRYPTO.findall(call.answers()[0])
         self.assertEqual(len(answered), 1, call.answers()[0])
@@ -110,12 +110,15 @@ class PeerTestCase(SynchronousTestCase):
         self.assertEqual(len(base64.b64decode(key)), KEY_AND_SALT[suite])
         self.assertNotIn(key, [k for _, _, k in offered], "the offerer's key was echoed")
         self.assertRegex(call.answers()[0], rf"m=audio \d+ {re.escape(proto)} ")
-        with open(os.path.join(directory, "session.json"), encoding="utf-8") as handle:
-            session_text = handle.read()
-        log = self.server.log()
+        texts = {"the log": self.server.log()}
+        for name in os.listdir(directory):
+            if not name.endswith((".wav", ".part")):
+                with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as handle:
+                    texts[name] = handle.read()
+        self.assertIn("session.json", texts)
         for secret in [key] + [k for _, _, k in offered]:
-            self.assertNotIn(secret, session_text)
-            self.assertNotIn(secret, log)
+            for name, text in texts.items():
+                self.assertNotIn(secret, text, f"key material in {name}")
 
 
 class LinphonePlainTests(PeerTestCase):
