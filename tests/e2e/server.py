@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIPP_DIR = os.path.join(REPOSITORY, "tests", "e2e", "sipp")
