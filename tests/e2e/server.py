@@ -34,6 +34,17 @@ def free_port(kinds: tuple[int, ...] = (socket.SOCK_STREAM, socket.SOCK_DGRAM)) 
     raise RuntimeError("no free port found")
 
 
+def free_port_pair(kinds: tuple[int, ...] = (socket.SOCK_DGRAM,)) -> int:
+    """An even port on 127.0.0.1, free with its odd neighbour for every socket kind in
+    ``kinds`` (RTP and RTCP for a peer that picks its own media port; baresip's SIP port, whose
+    TLS listener takes the next one)."""
+    for _ in range(200):
+        port = free_port(kinds) & ~1
+        if port >= 1024 and all(_bindable(kind, p) for kind in kinds for p in (port, port + 1)):
+            return port
+    raise RuntimeError("no free even/odd port pair found")
+
+
 def _bindable(kind: int, port: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as probe:
         try:
@@ -45,8 +56,13 @@ def _bindable(kind: int, port: int) -> bool:
 
 def media_range(pairs: int = 50) -> tuple[int, int]:
     """A random even-aligned RTP range, so parallel test processes rarely collide (they skip
-    ports in use anyway)."""
-    start = random.randrange(30000, 60000 - 2 * pairs) & ~1
+    ports in use anyway).  The machine is shared: a benchmark elsewhere may hold thousands of
+    UDP ports, so a range is taken only if nearly all of it can be bound right now."""
+    for _ in range(100):
+        start = random.randrange(30000, 60000 - 2 * pairs) & ~1
+        free = sum(1 for port in range(start, start + 2 * pairs) if _bindable(socket.SOCK_DGRAM, port))
+        if free >= 0.9 * 2 * pairs:
+            break
     return start, start + 2 * pairs - 1
 
 
@@ -164,18 +180,10 @@ class Server:
         return code
 
     def output(self) -> str:
-        try:
-            with open(self.stdout_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except (OSError, AttributeError):
-            return ""
+        return read_text(getattr(self, "stdout_path", ""))
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return "(no log)"
+        return read_text(self.log_path, "(no log)")
 
     def stop_cleanly(self, test: TestCase) -> str:
         """Stop the server and fail ``test`` unless it exited cleanly; returns its log."""
@@ -185,6 +193,15 @@ class Server:
         test.assertIn(code, (0, -15), f"twistd exit status {code}\n{log}")
         test.assertNotIn("Traceback", log)
         return log
+
+
+def read_text(path: str, missing: str = "") -> str:
+    """A log or trace file's text (``missing`` if it is not there yet)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return missing
 
 
 def sipp_available() -> bool:
@@ -225,17 +242,9 @@ def run_sipp(
         *(extra or []), f"127.0.0.1:{server_port}",
     ]
     completed = subprocess.run(command, capture_output=True, timeout=timeout + 15, cwd=directory)
-
-    def read(name: str) -> str:
-        try:
-            with open(name, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return ""
-
     return SippResult(
         completed.returncode,
         completed.stdout.decode(errors="replace") + completed.stderr.decode(errors="replace"),
-        read(base + ".msg"),
-        read(base + ".err"),
+        read_text(base + ".msg"),
+        read_text(base + ".err"),
     )
