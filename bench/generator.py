@@ -147,7 +147,6 @@ class Worker:
         self.media_done = False
         self.c_sent = 0
         self.c_cpu = 0.0
-        self.c_user = 0.0
         self.lag = Lag()
         self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sip.bind((plan.address, 0))
@@ -300,7 +299,7 @@ class Worker:
                 time.sleep(wait)
         self.media_done = True
         report = self.media.finish()
-        self.c_sent, self.c_cpu, self.c_user = report.sent, report.cpu, report.user
+        self.c_sent, self.c_cpu = report.sent, report.cpu
         self.lag = Lag(report.lag_buckets, report.worst)
         if report.errors:
             self.failures["rtp send error"] = self.failures.get("rtp send error", 0) + report.errors
@@ -387,7 +386,6 @@ class Worker:
             "lag_worst": self.lag.worst,
             # From the media start: this process (SIP, pacing or Python sending) and the C sender.
             "cpu": time.process_time() - self.cpu_start + self.c_cpu,
-            "cpu_sender_user": self.c_user,  # the C sender's user-space share of "cpu"
             "cpu_setup": self.cpu_setup,  # building the calls and precomputing their packets
         }
 
@@ -470,12 +468,11 @@ class Load:
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     lag = Lag()
     merged: dict[str, Any] = {"sent": 0, "streams": 0, "targets": [], "states": {}, "failures": {}, "cpu": 0.0,
-                              "cpu_setup": 0.0, "cpu_sender_user": 0.0}
+                              "cpu_setup": 0.0}
     for report in reports:
         merged["sent"] += report["sent"]
         merged["cpu"] += report.get("cpu", 0.0)
         merged["cpu_setup"] += report.get("cpu_setup", 0.0)
-        merged["cpu_sender_user"] += report.get("cpu_sender_user", 0.0)
         merged["streams"] += report["streams"]
         merged["targets"] += report["targets"]
         for key in ("states", "failures"):

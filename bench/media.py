@@ -41,7 +41,6 @@ class RunResult:
     rss_per_call: float = 0.0
     lag: Lag = field(default_factory=Lag)
     generator_cpu_per_packet_us: float = 0.0  # the generator's own CPU (all its processes) from the media start
-    generator_user_per_packet_us: float = 0.0  # of that, the C sender's user-space part
     generator_setup_seconds: float = 0.0  # its CPU before: building calls, precomputing packets
     sender: str = "python"
     failures: dict[str, int] = field(default_factory=dict)
@@ -78,8 +77,7 @@ class RunResult:
                 f"CPU {self.cpu_per_packet_us:.2f} us/packet, RSS {self.rss_per_call / 1024:.1f} KiB/call, "
                 f"generator late>5ms {self.lag.late_fraction(5) * 100:.2f}% worst {self.lag.worst * 1000:.1f} ms"
                 f" ({self.sender} sender {self.generator_cpu_per_packet_us:.2f} us CPU/packet"
-                + (f" of which C user {self.generator_user_per_packet_us:.2f}" if self.sender == "c" else "")
-                + f", {self.generator_setup_seconds:.1f} s CPU before the load)"
+                f", {self.generator_setup_seconds:.1f} s CPU before the load)"
                 + (f", failures {self.failures}" if self.failures else "")
                 + "".join(f"; {note}" for note in self.notes)
                 + ("" if self.zero_loss else "  << LOSS")
@@ -230,7 +228,6 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
         result.queues = probes.udp_queues(ports)
         result.sent, result.lag = media["sent"], media["lag"]
         result.generator_cpu_per_packet_us = media["cpu"] / max(1, media["sent"]) * 1e6
-        result.generator_user_per_packet_us = media["cpu_sender_user"] / max(1, media["sent"]) * 1e6
         result.generator_setup_seconds = media["cpu_setup"]
         result.sender = plan.sender
         result.failures = dict(media["failures"])
