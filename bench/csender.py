@@ -74,17 +74,18 @@ class SenderReport:
     # seconds; nearly all of it the kernel's (on loopback the softirq delivering each packet into
     # the receiver's socket runs in the sender's context: about half, by perf)
     cpu: float
+    realtime: bool  # it ran at SCHED_FIFO priority 1
 
 
 def parse_report(line: str) -> SenderReport:
     words = line.split()
     try:
-        if words[:1] != ["sent"] or words[6] != "lag" or words[14] != "worst_ns" or words[16] != "cpu_ns":
+        if words[:1] != ["sent"] or words[6] != "lag" or words[14] != "worst_ns" or words[16] != "cpu_ns" or words[18] != "rt":
             raise ValueError
-        numbers = [int(w) for w in words[1:6:2] + words[7:14] + [words[15], words[17]]]
+        numbers = [int(w) for w in words[1:6:2] + words[7:14] + [words[15], words[17], words[19]]]
     except (IndexError, ValueError):
         raise ValueError(f"the C sender's report is malformed: {line!r}") from None
-    return SenderReport(numbers[0], numbers[1], numbers[2], numbers[3:10], numbers[10] / 1e9, numbers[11] / 1e9)
+    return SenderReport(numbers[0], numbers[1], numbers[2], numbers[3:10], numbers[10] / 1e9, numbers[11] / 1e9, bool(numbers[12]))
 
 
 class CSender:

@@ -147,6 +147,7 @@ class Worker:
         self.media_done = False
         self.c_sent = 0
         self.c_cpu = 0.0
+        self.c_realtime = False
         self.lag = Lag()
         self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sip.bind((plan.address, 0))
@@ -303,6 +304,7 @@ class Worker:
         self.lag = Lag(report.lag_buckets, report.worst)
         if report.errors:
             self.failures["rtp send error"] = self.failures.get("rtp send error", 0) + report.errors
+        self.c_realtime = report.realtime
         if report.exhausted:
             self.failures["C sender ran out of precomputed packets"] = report.exhausted
         for call in pending:
@@ -386,7 +388,8 @@ class Worker:
             "lag_worst": self.lag.worst,
             # From the media start: this process (SIP, pacing or Python sending) and the C sender.
             "cpu": time.process_time() - self.cpu_start + self.c_cpu,
-            "cpu_setup": self.cpu_setup,  # building the calls and precomputing their packets
+            "cpu_setup": self.cpu_setup,
+            "realtime": self.c_realtime,  # building the calls and precomputing their packets
         }
 
 
@@ -473,6 +476,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         merged["sent"] += report["sent"]
         merged["cpu"] += report.get("cpu", 0.0)
         merged["cpu_setup"] += report.get("cpu_setup", 0.0)
+        merged["realtime"] = merged.get("realtime", True) and report.get("realtime", False)
         merged["streams"] += report["streams"]
         merged["targets"] += report["targets"]
         for key in ("states", "failures"):

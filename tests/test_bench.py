@@ -84,9 +84,9 @@ class PrecomputeTests(unittest.TestCase):
         self.assertEqual(packets_needed(10.0), 500 + SPARE_PACKETS)
 
     def test_sender_report_parses_and_rejects_garbage(self) -> None:
-        report = parse_report("sent 9 errors 1 exhausted 0 lag 5 2 1 1 0 0 0 worst_ns 3000000 cpu_ns 2000")
-        self.assertEqual((report.sent, report.errors, report.lag_buckets, report.worst, report.cpu),
-                         (9, 1, [5, 2, 1, 1, 0, 0, 0], 0.003, 2e-06))
+        report = parse_report("sent 9 errors 1 exhausted 0 lag 5 2 1 1 0 0 0 worst_ns 3000000 cpu_ns 2000 rt 1")
+        self.assertEqual((report.sent, report.errors, report.lag_buckets, report.worst, report.cpu, report.realtime),
+                         (9, 1, [5, 2, 1, 1, 0, 0, 0], 0.003, 2e-06, True))
         with self.assertRaisesRegex(ValueError, "malformed: 'sent x'"):
             parse_report("sent x")
 
