@@ -16,7 +16,8 @@ reported with the results: a figure is only trusted when the generator kept up.
 
 Two media senders keep that schedule: ``python`` (each packet built, protected and sent as it is
 due) and ``c`` (bench.csender: every packet precomputed before the load, sent by a small C
-helper with ``sendmmsg``, about a tenth of the CPU).  The SIP side is the same for both.  The
+helper with ``sendmmsg``: its CPU is the kernel's, about half of the Python sender's for RTP
+and a third for SRTP).  The SIP side is the same for both.  The
 generator's CPU is counted from the start of the media (the precomputation is reported apart).
 """
 
