@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from bench import callrate, media
-from bench.generator import LoadPlan
+from bench.generator import SENDERS, LoadPlan
 from bench.report import Figures, summary_line
 
 RECEIVERS = ("count", "media", "siprecd", "siprecd+at-rest")
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=150, help="call arrivals per second of the media runs")
     parser.add_argument("--hold", type=float, default=6, help="seconds at full load after the last arrival")
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
+    parser.add_argument("--sender", choices=SENDERS, default="c",
+                        help="media sender: c (precomputed packets, sendmmsg; needs gcc) or python")
     parser.add_argument("--cps", default="150,300,450,600", help="call rates to step through (SIPp)")
     parser.add_argument("--cps-seconds", type=float, default=3, help="seconds of calls per call-rate step")
     parser.add_argument("--srtp", choices=("auto", "on", "off"), default="auto",
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for receiver in receivers:
             for streams in steps:
                 plan = LoadPlan(calls=streams // 2, rate=args.rate, hold=args.hold, srtp=srtp,
-                                direct_port=args.port, workers=args.workers)
+                                direct_port=args.port, workers=args.workers, sender=args.sender)
                 for _attempt in range(2):  # once more if only the generator fell behind
                     result = media.run(receiver, plan, profile=receiver.startswith("siprecd"), workdir=workdir,
                                        overrides=overrides)

@@ -13,6 +13,12 @@ Pacing: a worker keeps its streams in 20 one-millisecond slots (a call's slot is
 time modulo 20 ms, so traffic is spread as real calls are) and sends each slot's packets at
 ``t0 + n * 1 ms``.  How late each packet left against that schedule is the generator's own lag,
 reported with the results: a figure is only trusted when the generator kept up.
+
+Two media senders keep that schedule: ``python`` (each packet built, protected and sent as it is
+due) and ``c`` (bench.csender: every packet precomputed before the load, sent by a small C
+helper with ``sendmmsg``: its CPU is the kernel's, about half of the Python sender's for RTP
+and a third for SRTP).  The SIP side is the same for both.  The
+generator's CPU is counted from the start of the media (the precomputation is reported apart).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench import sip
+from bench.csender import CSender, compile_sender, packets_needed
 from bench.rtp import PACKET_TIME, StreamSender, stream_key
 
+SENDERS = ("python", "c")
 SLOTS = 20
 SLOT = PACKET_TIME / SLOTS
 # Lateness histogram upper bounds, milliseconds (the last bucket is everything above 50 ms).
@@ -47,6 +55,7 @@ class LoadPlan:
     direct_port: int = 40000
     workers: int = 2
     address: str = "127.0.0.1"
+    sender: str = "python"  # one of SENDERS
 
     @property
     def streams(self) -> int:
@@ -112,6 +121,7 @@ class Lag:
 @dataclass
 class Call:
     index: int
+    position: int  # in its worker's calls; its streams are 2 * position and the next
     dialog: sip.Dialog | None
     senders: list[StreamSender]
     invite: bytes = b""
@@ -126,10 +136,19 @@ class Call:
 class Worker:
     """One generator process's share of the calls (run in the child)."""
 
-    def __init__(self, plan: LoadPlan, number: int, t0: float) -> None:
+    def __init__(self, plan: LoadPlan, number: int) -> None:
+        if plan.sender not in SENDERS:
+            raise ValueError(f"unknown media sender {plan.sender!r}: expected one of {', '.join(SENDERS)}")
         self.plan = plan
         self.number = number
-        self.t0 = t0
+        self.t0 = 0.0  # set by run_media
+        self.cpu_start = 0.0
+        self.cpu_setup = 0.0
+        self.media: CSender | None = None
+        self.media_done = False
+        self.c_sent = 0
+        self.c_cpu = 0.0
+        self.c_realtime = False
         self.lag = Lag()
         self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sip.bind((plan.address, 0))
@@ -155,13 +174,18 @@ class Worker:
             senders = [StreamSender(rng.getrandbits(32), seq=rng.getrandbits(16), timestamp=rng.getrandbits(32), key=k)
                        for k in keys]
             dialog = None
-            call = Call(index, None, senders)
+            call = Call(index, len(self.calls), None, senders)
             if plan.server is not None:
                 dialog = sip.Dialog(f"bench{os.getpid()}x{index}x{rng.getrandbits(32):08x}", local, plan.server)
                 call.dialog = dialog
                 call.invite = dialog.invite(sip.offer(plan.address, rtp_port, keys))
                 self.by_call_id[dialog.call_id] = call
             self.calls.append(call)
+        if plan.sender == "c":
+            # Every stream's packets until the media end; the first call's is the longest.
+            per_stream = packets_needed(plan.media_end - plan.arrival(self.calls[0].index)) if self.calls else 0
+            self.media = CSender([s for c in self.calls for s in c.senders], per_stream, compile_sender())
+        self.cpu_setup = time.process_time()
 
     # -- SIP ----------------------------------------------------------------------------------
 
@@ -175,7 +199,14 @@ class Worker:
         self.waiting.pop(call.index, None)
         call.targets = targets
         call.state = "active"
-        self.slots[int((self.plan.arrival(call.index) % PACKET_TIME) / SLOT) % SLOTS].append(call)
+        slot = int((self.plan.arrival(call.index) % PACKET_TIME) / SLOT) % SLOTS
+        if self.media is None:
+            self.slots[slot].append(call)
+            return
+        if self.media_done:  # an answer after the media end: nothing left to send
+            return
+        for number, target in enumerate(targets):
+            self.media.activate(2 * call.position + number, target, slot)
 
     def _fail(self, call: Call, reason: str) -> None:
         self.waiting.pop(call.index, None)
@@ -237,7 +268,50 @@ class Worker:
 
     # -- the paced media loop -----------------------------------------------------------------
 
-    def run_media(self) -> None:
+    def run_media(self, t0: float) -> None:
+        self.t0 = t0
+        self.cpu_start = time.process_time()
+        if self.media is not None:
+            self._run_media_c()
+        else:
+            self._run_media_python()
+        for call in self.calls:
+            if call.state == "inviting":
+                self._fail(call, "no answer before the media end")
+
+    def _run_media_c(self) -> None:
+        """SIP and arrivals here; the C sender paces the packets on this worker's RTP socket."""
+        assert self.media is not None
+        plan, t0 = self.plan, self.t0
+        end = t0 + plan.media_end
+        self.media.start(self.rtp.fileno(), t0, end)
+        pending = list(self.calls)
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            while pending and t0 + plan.arrival(pending[0].index) <= now:
+                self._start(pending.pop(0), now)
+            wait = min(t0 + plan.arrival(pending[0].index) if pending else end, end) - now
+            if plan.server is not None:
+                select.select([self.sip], [], [], min(max(0.0, wait), 0.05))
+                self.read_sip()
+                self.retransmit(time.monotonic())
+            elif wait > 0:
+                time.sleep(wait)
+        self.media_done = True
+        report = self.media.finish()
+        self.c_sent, self.c_cpu = report.sent, report.cpu
+        self.lag = Lag(report.lag_buckets, report.worst)
+        if report.errors:
+            self.failures["rtp send error"] = self.failures.get("rtp send error", 0) + report.errors
+        self.c_realtime = report.realtime
+        if report.exhausted:
+            self.failures["C sender ran out of precomputed packets"] = report.exhausted
+        for call in pending:
+            self._fail(call, "not started before the media end")
+
+    def _run_media_python(self) -> None:
         plan, t0 = self.plan, self.t0
         pending = list(self.calls)  # in arrival order
         end = t0 + plan.media_end
@@ -273,9 +347,6 @@ class Worker:
             slot_number += 1
         for call in pending:
             self._fail(call, "not started before the media end")
-        for call in self.calls:
-            if call.state == "inviting":
-                self._fail(call, "no answer before the media end")
 
     def hang_up(self, timeout: float = 10.0) -> None:
         """BYE every active call, paced at the arrival rate (calls end as they began, not in
@@ -307,24 +378,27 @@ class Worker:
         states: dict[str, int] = {}
         for call in self.calls:
             states[call.state] = states.get(call.state, 0) + 1
+        sent = self.c_sent if self.media is not None else sum(s.sent for c in self.calls for s in c.senders)
         return {
-            "sent": sum(s.sent for c in self.calls for s in c.senders),
+            "sent": sent,
             "streams": sum(len(c.senders) for c in self.calls if c.targets),
             "targets": [t for c in self.calls for t in c.targets],
             "states": states,
             "failures": self.failures,
             "lag_buckets": self.lag.buckets,
             "lag_worst": self.lag.worst,
-            "cpu": time.process_time(),
+            # From the media start: this process (SIP, pacing or Python sending) and the C sender.
+            "cpu": time.process_time() - self.cpu_start + self.c_cpu,
+            "cpu_setup": self.cpu_setup,
+            "realtime": self.c_realtime,  # building the calls and precomputing their packets
         }
 
 
 def _child(plan: LoadPlan, number: int, conn: Connection) -> None:
     try:
-        t0 = conn.recv()
-        worker = Worker(plan, number, t0)
+        worker = Worker(plan, number)
         conn.send("ready")
-        worker.run_media()
+        worker.run_media(conn.recv())
         conn.send(worker.report())
         if conn.recv() == "bye":
             worker.hang_up()
@@ -365,11 +439,11 @@ class Load:
             process.start()
             self.processes.append(process)
             self.pipes.append(parent)
-        self.t0 = time.monotonic() + self.start_delay + 0.001 * self.plan.calls / self.plan.workers / 50
+        for pipe in self.pipes:  # each has built its calls (and precomputed their packets)
+            _receive(pipe)
+        self.t0 = time.monotonic() + self.start_delay
         for pipe in self.pipes:
             pipe.send(self.t0)
-        for pipe in self.pipes:
-            _receive(pipe)
         return self.t0
 
     def wait_media_done(self) -> dict[str, Any]:
@@ -397,10 +471,13 @@ class Load:
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     lag = Lag()
-    merged: dict[str, Any] = {"sent": 0, "streams": 0, "targets": [], "states": {}, "failures": {}, "cpu": 0.0}
+    merged: dict[str, Any] = {"sent": 0, "streams": 0, "targets": [], "states": {}, "failures": {}, "cpu": 0.0,
+                              "cpu_setup": 0.0}
     for report in reports:
         merged["sent"] += report["sent"]
         merged["cpu"] += report.get("cpu", 0.0)
+        merged["cpu_setup"] += report.get("cpu_setup", 0.0)
+        merged["realtime"] = merged.get("realtime", True) and report.get("realtime", False)
         merged["streams"] += report["streams"]
         merged["targets"] += report["targets"]
         for key in ("states", "failures"):

@@ -40,7 +40,10 @@ class RunResult:
     cpu_per_packet_us: float = 0.0
     rss_per_call: float = 0.0
     lag: Lag = field(default_factory=Lag)
-    generator_cpu_per_packet_us: float = 0.0  # the generator's own CPU (all its processes)
+    generator_cpu_per_packet_us: float = 0.0  # the generator's own CPU (all its processes) from the media start
+    generator_setup_seconds: float = 0.0  # its CPU before: building calls, precomputing packets
+    sender: str = "python"
+    sender_realtime: bool = False
     failures: dict[str, int] = field(default_factory=dict)
     profile: probes.Profile | None = None
     profile_error: str = ""
@@ -74,7 +77,8 @@ class RunResult:
                 f"sent {self.sent} counted {self.counted} lost {self.lost}, {q}, jitter {jitter}, "
                 f"CPU {self.cpu_per_packet_us:.2f} us/packet, RSS {self.rss_per_call / 1024:.1f} KiB/call, "
                 f"generator late>5ms {self.lag.late_fraction(5) * 100:.2f}% worst {self.lag.worst * 1000:.1f} ms"
-                f" ({self.generator_cpu_per_packet_us:.1f} us CPU/packet)"
+                f" ({self.sender} sender{' (SCHED_FIFO)' if self.sender_realtime else ''} {self.generator_cpu_per_packet_us:.2f} us CPU/packet"
+                f", {self.generator_setup_seconds:.1f} s CPU before the load)"
                 + (f", failures {self.failures}" if self.failures else "")
                 + "".join(f"; {note}" for note in self.notes)
                 + ("" if self.zero_loss else "  << LOSS")
@@ -225,6 +229,9 @@ def run(receiver: str, plan: LoadPlan, *, profile: bool = False, workdir: str | 
         result.queues = probes.udp_queues(ports)
         result.sent, result.lag = media["sent"], media["lag"]
         result.generator_cpu_per_packet_us = media["cpu"] / max(1, media["sent"]) * 1e6
+        result.generator_setup_seconds = media["cpu_setup"]
+        result.sender = plan.sender
+        result.sender_realtime = bool(media.get("realtime"))
         result.failures = dict(media["failures"])
         counted = target.counted()
         result.jitter_ms = target.jitter()

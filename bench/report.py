@@ -76,6 +76,9 @@ def summary_line(figures: Figures) -> str:
     kept = [r for r in figures.runs if r.generator_ok]
     worst_late = max((r.lag.late_fraction(5) for r in kept), default=0.0)
     dropped = len(figures.runs) - len(kept)
+    senders = sorted({r.sender for r in figures.runs})
+    worst_cpu = max((r.generator_cpu_per_packet_us for r in figures.runs), default=0.0)
     parts.append(f"generator late>5ms max {worst_late * 100:.2f}%"
-                 + (f" ({dropped} run(s) with a late generator not counted)" if dropped else ""))
+                 + (f" ({dropped} run(s) with a late generator not counted)" if dropped else "")
+                 + (f", CPU max {worst_cpu:.2f} us/packet ({'/'.join(senders)} sender)" if senders else ""))
     return "summary: " + "; ".join(parts)

@@ -4,6 +4,7 @@ rot silently; the benchmark itself (python -m bench) is not part of the suite.""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -12,7 +13,8 @@ import pylibsrtp
 from twisted.trial import unittest
 
 from bench import probes, sip
-from bench.generator import Lag, Load, LoadPlan, merge_reports
+from bench.csender import SPARE_PACKETS, packets_needed, parse_report, precompute
+from bench.generator import Lag, Load, LoadPlan, Worker, merge_reports
 from bench.rtp import PAYLOAD, Jitter, StreamSender, parse_header, stream_key
 from siprecd.media.rtp import parse_rtp
 from siprecd.sdp import parse as parse_sdp
@@ -54,6 +56,39 @@ class RTPTests(unittest.TestCase):
         self.assertEqual(jitter.milliseconds, 0.0)
         jitter.update(10 * 0.02 + 0.016, 10 * 160)  # 16 ms late: J += 16/16 ms
         self.assertAlmostEqual(jitter.milliseconds, 1.0)
+
+
+class PrecomputeTests(unittest.TestCase):
+    def test_srtp_packets_decrypt_under_the_key_consecutive_without_repeats(self) -> None:
+        """Across the sequence number and timestamp wrap (and so the SRTP rollover counter):
+        each packet unprotects under the offered key, seq and ts advance by 1 and 160, no
+        (ROC, seq) repeats (siprecd's replay protection would drop it)."""
+        key = stream_key(b"pre")
+        sender = StreamSender(0xABC, seq=65530, timestamp=2**32 - 480, key=key)
+        data = precompute(sender, 20)
+        self.assertEqual(sender.sent, 0)  # built, not sent
+        size = 12 + 160 + 10
+        self.assertEqual(len(data), 20 * size)
+        inbound = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        packets = [parse_rtp(inbound.unprotect(data[i:i + size])) for i in range(0, len(data), size)]
+        self.assertEqual([p.sequence for p in packets], [(65530 + i) & 0xFFFF for i in range(20)])
+        self.assertEqual([p.timestamp for p in packets], [(2**32 - 480 + 160 * i) & 0xFFFFFFFF for i in range(20)])
+        self.assertEqual({(p.ssrc, p.payload) for p in packets}, {(0xABC, PAYLOAD)})
+        self.assertEqual(len({data[i:i + size] for i in range(0, len(data), size)}), 20)
+        # The stream goes on where the precomputed packets end.
+        self.assertEqual(parse_rtp(inbound.unprotect(sender.next_packet())).sequence, (65530 + 20) & 0xFFFF)
+
+    def test_plain_packets_and_count(self) -> None:
+        data = precompute(StreamSender(1, seq=7), 3)
+        self.assertEqual([parse_header(data[i:i + 172])[1] for i in (0, 172, 344)], [7, 8, 9])
+        self.assertEqual(packets_needed(10.0), 500 + SPARE_PACKETS)
+
+    def test_sender_report_parses_and_rejects_garbage(self) -> None:
+        report = parse_report("sent 9 errors 1 exhausted 0 lag 5 2 1 1 0 0 0 worst_ns 3000000 cpu_ns 2000 rt 1")
+        self.assertEqual((report.sent, report.errors, report.lag_buckets, report.worst, report.cpu, report.realtime),
+                         (9, 1, [5, 2, 1, 1, 0, 0, 0], 0.003, 2e-06, True))
+        with self.assertRaisesRegex(ValueError, "malformed: 'sent x'"):
+            parse_report("sent x")
 
 
 class SIPTests(unittest.TestCase):
@@ -103,10 +138,10 @@ class GeneratorTests(unittest.TestCase):
         self.assertEqual((plan.streams, plan.ramp, plan.media_end), (20, 1.8, 3.8))
         self.assertEqual(sorted(i for w in range(3) for i in plan.worker_calls(w)), list(range(10)))
 
-    def test_direct_load_reaches_a_socket_paced(self) -> None:
-        """Two worker processes, one call each, straight to two local sockets: every packet sent
-        arrives, sequence numbers consecutive, about 50 per second per stream."""
-        receivers = []
+    def direct_load(self, sender: str, srtp: bool = False) -> tuple[dict, list[list[bytes]]]:
+        """Two worker processes, one call each, straight to four local sockets: the report and
+        what each socket received."""
+        receivers: list[socket.socket] = []
         base = None
         for attempt in range(50):
             receivers = []
@@ -125,30 +160,67 @@ class GeneratorTests(unittest.TestCase):
                     s.close()
         assert base is not None
         self.addCleanup(lambda: [s.close() for s in receivers])
-        plan = LoadPlan(calls=2, rate=20, hold=0.5, direct_port=base, workers=2)
+        plan = LoadPlan(calls=2, rate=20, hold=0.5, direct_port=base, workers=2, sender=sender, srtp=srtp)
         load = Load(plan, start_delay=0.1)
         load.start()
         report = load.wait_media_done()
         load.hang_up()
         self.assertEqual(report["streams"], 4)
         self.assertEqual(report["states"], {"active": 2})
+        self.assertEqual(report["failures"], {})
         time.sleep(0.05)
-        counts = []
+        received = []
         for s in receivers:
             s.setblocking(False)
-            seqs = []
+            packets = []
             while True:
                 try:
-                    seqs.append(parse_rtp(s.recv(2048)).sequence)
+                    packets.append(s.recv(2048))
                 except BlockingIOError:
                     break
+            received.append(packets)
+        return report, received
+
+    def assert_paced_and_complete(self, report: dict, received: list[list[bytes]]) -> None:
+        counts = []
+        for packets in received:
+            seqs = [parse_header(p)[1] for p in packets]
             self.assertEqual(seqs, [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))])
             counts.append(len(seqs))
         self.assertEqual(sum(counts), report["sent"])
+        self.assertEqual(sum(report["lag"].buckets), report["sent"])
         # 0.55 s of media per stream at 50/s, give or take the pacing's edges.
         self.assertTrue(all(20 <= n <= 32 for n in counts), counts)
 
+    def test_direct_load_reaches_a_socket_paced(self) -> None:
+        self.assert_paced_and_complete(*self.direct_load("python"))
+
+    def test_c_sender_direct_load_reaches_a_socket_paced(self) -> None:
+        """The same through the gcc-built sendmmsg sender: every packet it reports sent arrives,
+        in order, SRTP that unprotects under each stream's key, with its lateness and CPU."""
+        if shutil.which("gcc") is None:
+            raise unittest.SkipTest("gcc is not installed: the C media sender is compiled with gcc at run time")
+        report, received = self.direct_load("c", srtp=True)
+        self.assert_paced_and_complete(report, received)
+        self.assertGreater(report["cpu"], 0.0)
+        for index, packets in enumerate(received):  # call index // 2, its stream index % 2
+            inbound = pylibsrtp.Session(pylibsrtp.Policy(key=stream_key(f"{index // 2}-{index % 2}".encode()),
+                                                         ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+            self.assertEqual({parse_rtp(inbound.unprotect(p)).payload for p in packets}, {PAYLOAD})
+
+    def test_unknown_sender_is_refused_by_name(self) -> None:
+        with self.assertRaisesRegex(ValueError, "'rust'"):
+            Worker(LoadPlan(calls=1, rate=1, hold=1, sender="rust"), 0)
+
     def test_sip_calls_invite_ack_media_bye(self) -> None:
+        self.sip_calls("python")
+
+    def test_c_sender_sip_calls_invite_ack_media_bye(self) -> None:
+        if shutil.which("gcc") is None:
+            raise unittest.SkipTest("gcc is not installed: the C media sender is compiled with gcc at run time")
+        self.sip_calls("c")
+
+    def sip_calls(self, sender: str) -> None:
         """Against a fake SRS (a thread answering every INVITE with a two-port SDP, every BYE
         with 200): calls are set up, media goes to the answered ports, BYEs are answered."""
         srs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -185,7 +257,7 @@ class GeneratorTests(unittest.TestCase):
         thread.start()
         self.addCleanup(thread.join)
         self.addCleanup(stop.set)
-        plan = LoadPlan(calls=3, rate=30, hold=0.3, server=srs.getsockname(), workers=2)
+        plan = LoadPlan(calls=3, rate=30, hold=0.3, server=srs.getsockname(), workers=2, sender=sender)
         load = Load(plan, start_delay=0.1)
         load.start()
         report = load.wait_media_done()
@@ -204,6 +276,7 @@ class GeneratorTests(unittest.TestCase):
                 break
             received += 1
         self.assertEqual(received, report["sent"])
+        self.assertGreater(received, 0)
 
     def test_merge_reports(self) -> None:
         one = {"sent": 5, "streams": 2, "targets": [("h", 1)], "states": {"active": 1},
@@ -269,6 +342,7 @@ class SummaryTests(unittest.TestCase):
         line = summary_line(figures)
         self.assertTrue(line.startswith("summary: RTP siprecd: 2000 streams zero-loss (count-only 3000, 0.67x)"), line)
         self.assertIn("at 1000: CPU 10.00 us/pkt (bare path 5.00, 2.00x), 64 KiB/call, jitter +0.00 ms", line)
+        self.assertTrue(line.endswith("generator late>5ms max 0.00%, CPU max 0.00 us/packet (python sender)"), line)
 
 
 class CallRateTests(unittest.TestCase):
