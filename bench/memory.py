@@ -135,17 +135,21 @@ def main(argv: list[str] | None = None) -> int:
         active = probes.scrape(server.metrics_url).get("siprecd_sessions_active", 0)
         media_report = load.wait_media_done()
         ended = load.hang_up()
-        calls = args.calls
+        # Per session set up (calls the server did not answer in time hold nothing).
+        calls = max(1, facts_after["sessions"] - facts_before["sessions"])
         failures = {**media_report["failures"], **ended["failures"]}
-        lines.append(f"{calls} calls ({'SRTP' if plan.srtp else 'RTP'}, at rest {args.at_rest}), "
-                     f"{int(active)} sessions active at the snapshot, failures {failures or 'none'}")
+        lines.append(f"{args.calls} calls ({'SRTP' if plan.srtp else 'RTP'}, at rest {args.at_rest}), "
+                     f"{int(active)} sessions active by the metrics, {calls} SessionMedia objects in the snapshot "
+                     f"(the figures are per such session), failures {failures or 'none'}")
         lines.append(f"RSS: {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB: "
                      f"{(rss_after - rss_before) / calls / 1024:.1f} KiB/call")
-        delta = {key: facts_after.get(key, 0) - facts_before.get(key, 0) for key in facts_after}
+        delta = {key: facts_after.get(key, 0) - facts_before.get(key, 0) for key in facts_after if key != "sessions"}
         lines.append("per call: " + ", ".join(f"{key} {value / calls / (1 if key == 'gc_objects' else 1024):.1f}"
                                               f"{'' if key == 'gc_objects' else ' KiB'}"
                                               for key, value in delta.items()))
         if snap_before is not None and snap_after is not None:
+            if args.group != "filename":
+                lines += report(snap_before, snap_after, calls, "filename", 15)
             lines += report(snap_before, snap_after, calls, args.group, args.top)
     finally:
         server.stop()

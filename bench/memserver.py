@@ -64,7 +64,10 @@ def main() -> None:
         gc.collect()
         if frames:
             tracemalloc.take_snapshot().dump(base + ".pickle")
-        facts = {"tracemalloc_bytes": tracemalloc.get_tracemalloc_memory() if frames else 0,
+        # Live sessions as the server holds them (the divisor: the generator may have given up
+        # on a call the server still holds).
+        sessions = sum(1 for o in gc.get_objects() if type(o).__name__ == "SessionMedia")
+        facts = {"sessions": sessions, "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory() if frames else 0,
                  "traced_bytes": tracemalloc.get_traced_memory()[0] if frames else 0,
                  "gc_objects": len(gc.get_objects()), **pymalloc_figures()}
         with open(base + ".json.tmp", "w") as handle:
