@@ -143,10 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                      f"(the figures are per such session), failures {failures or 'none'}")
         lines.append(f"RSS: {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB: "
                      f"{(rss_after - rss_before) / calls / 1024:.1f} KiB/call")
-        delta = {key: facts_after.get(key, 0) - facts_before.get(key, 0) for key in facts_after if key != "sessions"}
+        delta = {key: facts_after.get(key, 0) - facts_before.get(key, 0) for key in facts_after
+                 if key not in ("sessions", "census")}
         lines.append("per call: " + ", ".join(f"{key} {value / calls / (1 if key == 'gc_objects' else 1024):.1f}"
                                               f"{'' if key == 'gc_objects' else ' KiB'}"
                                               for key, value in delta.items()))
+        census = {name: count - facts_before["census"].get(name, 0) for name, count in facts_after["census"].items()}
+        lines.append("objects the GC tracks, per call (the most numerous types): " + ", ".join(
+            f"{name.rsplit('.', 1)[-1] if name.startswith('builtins.') else name} {count / calls:.1f}"
+            for name, count in sorted(census.items(), key=lambda item: -item[1])[:args.top]))
         if snap_before is not None and snap_after is not None:
             if args.group != "filename":
                 lines += report(snap_before, snap_after, calls, "filename", 15)

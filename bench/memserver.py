@@ -66,10 +66,14 @@ def main() -> None:
             tracemalloc.take_snapshot().dump(base + ".pickle")
         # Live sessions as the server holds them (the divisor: the generator may have given up
         # on a call the server still holds).
-        sessions = sum(1 for o in gc.get_objects() if type(o).__name__ == "SessionMedia")
+        census: dict[str, int] = {}
+        for o in gc.get_objects():
+            name = f"{type(o).__module__}.{type(o).__qualname__}"
+            census[name] = census.get(name, 0) + 1
+        sessions = census.get("siprecd.siprec.session_media.SessionMedia", 0)
         facts = {"sessions": sessions, "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory() if frames else 0,
                  "traced_bytes": tracemalloc.get_traced_memory()[0] if frames else 0,
-                 "gc_objects": len(gc.get_objects()), **pymalloc_figures()}
+                 "gc_objects": len(gc.get_objects()), **pymalloc_figures(), "census": census}
         with open(base + ".json.tmp", "w") as handle:
             json.dump(facts, handle)
         os.rename(base + ".json.tmp", base + ".json")  # the harness waits for this name
