@@ -161,6 +161,7 @@ class WorkerRelay(Protocol):
         self.connections: dict[int, RelayedConnection] = {}
         self.on_parent_lost = on_parent_lost
         self.connected = False
+        self.stopping = False  # our own stop: the pipes close with the reactor, not the parent
         self.dropped = 0  # frames not sent: the pipe was not open
 
     def attach(self, receiver: Receiver, verdict: ParentVerdict) -> None:
@@ -217,7 +218,7 @@ class WorkerRelay(Protocol):
         self.connected = False
         for connection in self.connections.values():
             connection.closed()
-        if was:
+        if was and not self.stopping:
             self.on_parent_lost()
 
 
@@ -236,6 +237,11 @@ class RelayService(Service):
         from twisted.internet.stdio import StandardIO
 
         self.pipe = StandardIO(self.relay, stdin=self.fds[0], stdout=self.fds[1], reactor=self.reactor)
+
+    def stopService(self) -> None:  # noqa: N802
+        # Stopped last (the calls have drained): from here the pipes close because we stop.
+        super().stopService()
+        self.relay.stopping = True
 
     def unbound(self) -> str | None:
         """Readiness: the parent's pipes are open."""
