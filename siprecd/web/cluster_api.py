@@ -1,0 +1,162 @@
+"""``/api`` of the parent of ``[service] workers = N``: the API of :mod:`siprecd.web.api` over
+every worker.
+
+* ``/api/sessions``: the union of the workers' live sessions (newest first), each with a
+  ``"worker"`` field, and ``"problems"``: one line per worker that did not answer.
+* ``/api/server``: the first answering worker's document with the counts summed over the
+  workers, the parent's uptime, and ``"workers"``: each worker's own figures or problem.
+* everything else (the endpoint index, one live session, the recordings catalog, one recording,
+  its audio): asked of each running worker in index order, and the first answer that is not a
+  404 is relayed as it is, the audio streamed.  The workers share the recording directory, so
+  the first running worker answers for the catalog.  When every worker that answered said 404
+  but another could not be asked, the answer is 503 naming it (the session may be on it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from siprecd.web.api import ApiResource
+from siprecd.web.upstream import (
+    FORWARDED_REQUEST_HEADERS,
+    Answer,
+    Unavailable,
+    Upstream,
+    discard,
+    relay,
+    render_later,
+)
+from siprecd.workers.directory import WorkerDirectory, WorkerInfo
+
+_json = ApiResource._json  # the API's own JSON answer (status, type, length, HEAD)
+SUMMED = ("active_sessions", "finished_sessions")
+
+
+class ClusterApi(Resource):
+    isLeaf = True
+
+    def __init__(self, directory: WorkerDirectory, upstream: Upstream, clock: IReactorTime, reactor: Any) -> None:
+        super().__init__()
+        self._directory = directory
+        self._upstream = upstream
+        self._clock = clock
+        self._reactor = reactor
+        self._started = clock.seconds()
+
+    def render(self, request: Request) -> bytes | int:
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method not in (b"GET", b"HEAD"):
+            method = request.method.decode("ascii", "replace")
+            request.setHeader(b"allow", b"GET, HEAD")
+            return _json(request, {"error": f"{method} is not allowed: the API is read-only (GET, HEAD)"}, 405)
+        path = request.postpath[:-1] if request.postpath and request.postpath[-1] == b"" else request.postpath
+        if path == [b"sessions"]:
+            return render_later(request, lambda: self._sessions(request))
+        if path == [b"server"]:
+            return render_later(request, lambda: self._server(request))
+        return render_later(request, lambda: self._first_found(request, path))
+
+    async def _ask(self, request: Request, path: bytes) -> list[tuple[WorkerInfo, Answer | str]]:
+        workers = list(self._directory.workers())
+        answers = await self._upstream.ask_all(workers, path, self._upstream.headers_for(request))
+        out: list[tuple[WorkerInfo, Answer | str]] = []
+        for worker, answer in zip(workers, answers):
+            if isinstance(answer, Unavailable):
+                out.append((worker, str(answer)))
+            elif answer.status != 200:
+                out.append((worker, f"worker {worker.index}: {path.decode()} answered HTTP {answer.status}"))
+            else:
+                out.append((worker, answer))
+        return out
+
+    async def _sessions(self, request: Request) -> bytes:
+        sessions: list[dict[str, Any]] = []
+        problems: list[str] = []
+        answers = await self._ask(request, b"/api/sessions")
+        for worker, answer in answers:
+            document = _document(worker, answer, "sessions")
+            if isinstance(document, str) or not isinstance(document["sessions"], list):
+                problems.append(document if isinstance(document, str) else f"worker {worker.index}: no session list")
+                continue
+            sessions.extend({**s, "worker": worker.index} for s in document["sessions"] if isinstance(s, dict))
+        if problems and len(problems) == len(answers):
+            return _json(request, {"error": "no worker answered: " + "; ".join(problems)}, 503)
+        sessions.sort(key=lambda s: str(s.get("started_at") or ""), reverse=True)
+        return _json(request, {"sessions": sessions, "problems": problems})
+
+    async def _server(self, request: Request) -> bytes:
+        base: dict[str, Any] | None = None
+        totals = dict.fromkeys(SUMMED, 0)
+        workers = []
+        for worker, answer in await self._ask(request, b"/api/server"):
+            document = _document(worker, answer, *SUMMED)
+            own: dict[str, Any] = {"worker": worker.index, "pid": worker.pid, "alive": worker.alive,
+                                   "restarts": worker.restarts}
+            if isinstance(document, str):
+                own["problem"] = document
+            else:
+                base = base or document
+                for name in SUMMED:
+                    totals[name] += int(document[name] or 0)
+                own.update({name: document[name] for name in (*SUMMED, "uptime_seconds")}, problem=None)
+            workers.append(own)
+        if base is None:
+            problems = "; ".join(w["problem"] for w in workers) or "no workers are configured"
+            return _json(request, {"error": f"no worker answered: {problems}"}, 503)
+        uptime = round(self._clock.seconds() - self._started, 3)
+        return _json(request, {**base, **totals, "uptime_seconds": uptime, "workers": workers})
+
+    async def _first_found(self, request: Request, path: list[bytes]) -> None:
+        target = b"/api/" + b"/".join(path)
+        query = request.uri.partition(b"?")[2]
+        if query:
+            target += b"?" + query
+        headers = self._upstream.headers_for(request, FORWARDED_REQUEST_HEADERS)
+        problems: list[str] = []
+        not_found: tuple[int, bytes] | None = None
+        for worker in self._directory.workers():
+            try:
+                response = await self._upstream.open(worker, target, headers, request.method)
+            except Unavailable as problem:
+                problems.append(str(problem))
+                continue
+            if response.code == 404:
+                not_found = (404, await discard(response))
+                continue
+            await relay(request, response, self._reactor, self._upstream.timeout)
+            return
+        if not_found is not None and not problems:
+            request.write(_json(request, _error_of(not_found[1]), 404))
+        else:
+            what = _error_of(not_found[1])["error"] + " on the workers that answered; " if not_found else ""
+            reasons = "; ".join(problems) or "no workers are configured"
+            request.write(_json(request, {"error": f"{what}no answer from: {reasons}"}, 503))
+        request.finish()
+
+
+def _document(worker: WorkerInfo, answer: Answer | str, *fields: str) -> dict[str, Any] | str:
+    """The worker's JSON object if it has ``fields``; otherwise the problem with it."""
+    if isinstance(answer, str):
+        return answer
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        return f"worker {worker.index}: the answer is not JSON"
+    if not isinstance(document, dict) or any(f not in document for f in fields):
+        return f"worker {worker.index}: the answer lacks {', '.join(fields)}"
+    return document
+
+
+def _error_of(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+        if isinstance(document, dict) and isinstance(document.get("error"), str):
+            return {"error": document["error"]}
+    except ValueError:
+        pass
+    return {"error": "not found"}
