@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import error as net_error
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -83,7 +83,9 @@ class Upstream:
         problem = worker.problem()
         if problem is not None:
             return _failed(Unavailable(problem))
-        url = worker.web_url.rstrip("/").encode("ascii") + quote(path, safe=_PATH_SAFE).encode("ascii")  # type: ignore[union-attr]
+        route, mark, query = path.partition(b"?")
+        escaped = quote(route, safe=_PATH_SAFE) + mark.decode() + quote(query, safe=_PATH_SAFE + "?")
+        url = worker.web_url.rstrip("/").encode("ascii") + escaped.encode("ascii")  # type: ignore[union-attr]
         d = self._agent.request(method, url, headers)
         d.addTimeout(self.timeout, self._reactor)
         return d.addErrback(self._unavailable, worker)
@@ -126,8 +128,10 @@ class Upstream:
             return f"no answer within {self.timeout:g} s"
         if failure.check(net_error.ConnectionRefusedError):
             return "refused the connection"
-        if failure.check(ResponseFailed):
+        if failure.check(ResponseFailed):  # ResponseNeverReceived too
             reasons = getattr(failure.value, "reasons", None) or []
+            if any(r.check(CancelledError) for r in reasons):
+                return f"no answer within {self.timeout:g} s"  # only the timeout cancels
             return "the connection failed: " + "; ".join(str(r.value) for r in reasons)
         if failure.check(net_error.ConnectError):
             return f"cannot connect: {failure.value}"
@@ -164,6 +168,8 @@ def render_later(request: Request, work: Callable[[], Coroutine[Any, Any, bytes 
 
     def done(body: bytes | None) -> None:
         if body is not None and not state.gone:
+            if not request.responseHeaders.hasHeader(b"content-length"):
+                request.setHeader(b"content-length", b"%d" % len(body))  # not chunked: one known body
             request.write(body)
             request.finish()
 
@@ -260,6 +266,9 @@ async def relay(request: Request, response: IResponse, reactor: Any, idle: float
         values = response.headers.getRawHeaders(name)
         if values:
             request.responseHeaders.setRawHeaders(name, values)
+    # Twisted's client keeps a GET's Content-Length apart from the headers (a HEAD's stays in).
+    if isinstance(response.length, int) and request.method != b"HEAD":
+        request.setHeader(b"content-length", b"%d" % response.length)
     protocol = _Relay(request, reactor, idle)
     response.deliverBody(protocol)
     await protocol.done
