@@ -26,7 +26,7 @@ from siprecd.web.cluster_metrics import ClusterMetrics
 from siprecd.web.dashboard import dashboard_resource
 from siprecd.web.health import Check, Health, Ready, json_response
 from siprecd.web.root import access_log_formatter, build_root
-from siprecd.web.upstream import DEFAULT_TIMEOUT, Answer, Unavailable, Upstream, render_later
+from siprecd.web.upstream import DEFAULT_TIMEOUT, Answer, FanOut, Unavailable, Upstream
 from siprecd.workers.directory import WorkerDirectory, WorkerInfo
 
 
@@ -66,27 +66,19 @@ def ready_check(worker: WorkerInfo, answer: Answer | Unavailable) -> Check:
     return Check(name, lambda: None)
 
 
-class ClusterHealth(Resource):
+class ClusterHealth(FanOut):
     """The parent's liveness (same fields as a single process) and each worker's: a worker down
     or failing its /health makes the answer 503 with ``status: failing`` naming it."""
 
-    isLeaf = True
-
     def __init__(self, clock: IReactorTime, directory: WorkerDirectory, upstream: Upstream) -> None:
-        super().__init__()
+        super().__init__(directory, upstream)
         self._own = Health(clock)
-        self._directory = directory
-        self._upstream = upstream
 
-    def render_GET(self, request: Request) -> int:  # noqa: N802
-        return render_later(request, lambda: self._render(request))
-
-    async def _render(self, request: Request) -> bytes:
-        workers = list(self._directory.workers())
-        answers = await self._upstream.ask_all(workers, b"/health", self._upstream.headers_for(request))
+    async def answer(self, request: Request) -> bytes:
+        answers = await self.ask_workers(request, b"/health")
         document = json.loads(self._own.render_GET(request))
         results, failing = {}, []
-        for worker, answer in zip(workers, answers):
+        for worker, answer in answers:
             problem = health_problem(worker, answer)
             results[check_name(worker)] = {"ok": problem is None, "detail": problem}
             if problem is not None:
@@ -95,24 +87,16 @@ class ClusterHealth(Resource):
         return json_response(request, 503 if failing else 200, document)
 
 
-class ClusterReady(Resource):
+class ClusterReady(FanOut):
     """The parent's own checks plus one per worker, in the single process's /ready shape."""
 
-    isLeaf = True
-
     def __init__(self, checks: Sequence[Check], directory: WorkerDirectory, upstream: Upstream) -> None:
-        super().__init__()
+        super().__init__(directory, upstream)
         self._checks = list(checks)
-        self._directory = directory
-        self._upstream = upstream
 
-    def render_GET(self, request: Request) -> int:  # noqa: N802
-        return render_later(request, lambda: self._render(request))
-
-    async def _render(self, request: Request) -> bytes:
-        workers = list(self._directory.workers())
-        answers = await self._upstream.ask_all(workers, b"/ready", self._upstream.headers_for(request))
-        checks = [*self._checks, *(ready_check(w, a) for w, a in zip(workers, answers))]
+    async def answer(self, request: Request) -> bytes:
+        answers = await self.ask_workers(request, b"/ready")
+        checks = [*self._checks, *(ready_check(w, a) for w, a in answers)]
         return Ready(checks).render_GET(request)  # type: ignore[no-any-return]
 
 
@@ -137,7 +121,7 @@ def build_cluster_site(
         reactor,
         checks,
         metrics=ClusterMetrics(directory, upstream),
-        api=ClusterApi(directory, upstream, reactor, reactor),
+        api=ClusterApi(directory, upstream, reactor),
         dashboard=dashboard_resource(),
         protect=lambda resource: protect(resource, tokens, web.users),
         protect_health=web.protect_health,

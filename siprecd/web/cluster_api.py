@@ -18,13 +18,13 @@ import json
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from siprecd.web.api import ApiResource
 from siprecd.web.upstream import (
     FORWARDED_REQUEST_HEADERS,
     Answer,
+    FanOut,
     Unavailable,
     Upstream,
     discard,
@@ -37,15 +37,10 @@ _json = ApiResource._json  # the API's own JSON answer (status, type, length, HE
 SUMMED = ("active_sessions", "finished_sessions")
 
 
-class ClusterApi(Resource):
-    isLeaf = True
-
-    def __init__(self, directory: WorkerDirectory, upstream: Upstream, clock: IReactorTime, reactor: Any) -> None:
-        super().__init__()
-        self._directory = directory
-        self._upstream = upstream
+class ClusterApi(FanOut):
+    def __init__(self, directory: WorkerDirectory, upstream: Upstream, clock: IReactorTime) -> None:
+        super().__init__(directory, upstream)
         self._clock = clock
-        self._reactor = reactor
         self._started = clock.seconds()
 
     def render(self, request: Request) -> bytes | int:
@@ -54,32 +49,26 @@ class ClusterApi(Resource):
             method = request.method.decode("ascii", "replace")
             request.setHeader(b"allow", b"GET, HEAD")
             return _json(request, {"error": f"{method} is not allowed: the API is read-only (GET, HEAD)"}, 405)
+        return render_later(request, lambda: self.answer(request))
+
+    async def answer(self, request: Request) -> bytes | None:
         path = request.postpath[:-1] if request.postpath and request.postpath[-1] == b"" else request.postpath
         if path == [b"sessions"]:
-            return render_later(request, lambda: self._sessions(request))
+            return await self._sessions(request)
         if path == [b"server"]:
-            return render_later(request, lambda: self._server(request))
-        return render_later(request, lambda: self._first_found(request, path))
+            return await self._server(request)
+        await self._first_found(request, path)
+        return None
 
-    async def _ask(self, request: Request, path: bytes) -> list[tuple[WorkerInfo, Answer | str]]:
-        workers = list(self._directory.workers())
-        answers = await self._upstream.ask_all(workers, path, self._upstream.headers_for(request))
-        out: list[tuple[WorkerInfo, Answer | str]] = []
-        for worker, answer in zip(workers, answers):
-            if isinstance(answer, Unavailable):
-                out.append((worker, str(answer)))
-            elif answer.status != 200:
-                out.append((worker, f"worker {worker.index}: {path.decode()} answered HTTP {answer.status}"))
-            else:
-                out.append((worker, answer))
-        return out
+    async def _ask(self, request: Request, path: bytes, *fields: str) -> list[tuple[WorkerInfo, dict[str, Any] | str]]:
+        """Each worker's JSON object with ``fields``, or the problem with it."""
+        return [(w, _document(w, path, a, fields)) for w, a in await self.ask_workers(request, path)]
 
     async def _sessions(self, request: Request) -> bytes:
         sessions: list[dict[str, Any]] = []
         problems: list[str] = []
-        answers = await self._ask(request, b"/api/sessions")
-        for worker, answer in answers:
-            document = _document(worker, answer, "sessions")
+        answers = await self._ask(request, b"/api/sessions", "sessions")
+        for worker, document in answers:
             if isinstance(document, str) or not isinstance(document["sessions"], list):
                 problems.append(document if isinstance(document, str) else f"worker {worker.index}: no session list")
                 continue
@@ -93,8 +82,7 @@ class ClusterApi(Resource):
         base: dict[str, Any] | None = None
         totals = dict.fromkeys(SUMMED, 0)
         workers = []
-        for worker, answer in await self._ask(request, b"/api/server"):
-            document = _document(worker, answer, *SUMMED)
+        for worker, document in await self._ask(request, b"/api/server", *SUMMED):
             own: dict[str, Any] = {"worker": worker.index, "pid": worker.pid, "alive": worker.alive,
                                    "restarts": worker.restarts}
             if isinstance(document, str):
@@ -116,19 +104,19 @@ class ClusterApi(Resource):
         query = request.uri.partition(b"?")[2]
         if query:
             target += b"?" + query
-        headers = self._upstream.headers_for(request, FORWARDED_REQUEST_HEADERS)
+        headers = self.upstream.headers_for(request, FORWARDED_REQUEST_HEADERS)
         problems: list[str] = []
         not_found: tuple[int, bytes] | None = None
-        for worker in self._directory.workers():
+        for worker in self.directory.workers():
             try:
-                response = await self._upstream.open(worker, target, headers, request.method)
+                response = await self.upstream.open(worker, target, headers, request.method)
             except Unavailable as problem:
                 problems.append(str(problem))
                 continue
             if response.code == 404:
                 not_found = (404, await discard(response))
                 continue
-            await relay(request, response, self._reactor, self._upstream.timeout)
+            await relay(request, response, self._clock, self.upstream.timeout)
             return
         if not_found is not None and not problems:
             request.write(_json(request, _error_of(not_found[1]), 404))
@@ -139,10 +127,11 @@ class ClusterApi(Resource):
         request.finish()
 
 
-def _document(worker: WorkerInfo, answer: Answer | str, *fields: str) -> dict[str, Any] | str:
-    """The worker's JSON object if it has ``fields``; otherwise the problem with it."""
-    if isinstance(answer, str):
-        return answer
+def _document(worker: WorkerInfo, path: bytes, answer: Answer | Unavailable, fields: tuple[str, ...]) -> dict[str, Any] | str:
+    if isinstance(answer, Unavailable):
+        return str(answer)
+    if answer.status != 200:
+        return f"worker {worker.index}: {path.decode()} answered HTTP {answer.status}"
     try:
         document = json.loads(answer.body)
     except ValueError:

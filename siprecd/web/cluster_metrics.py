@@ -24,11 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from siprecd.web.upstream import Answer, Unavailable, Upstream, render_later
-from siprecd.workers.directory import WorkerDirectory, WorkerInfo
+from siprecd.web.upstream import Answer, FanOut, Unavailable
+from siprecd.workers.directory import WorkerInfo
 
 log = Logger()
 
@@ -89,29 +88,18 @@ class _Families:
         return self._families
 
 
-class ClusterMetrics(Resource):
-    isLeaf = True
-
-    def __init__(self, directory: WorkerDirectory, upstream: Upstream) -> None:
-        super().__init__()
-        self._directory = directory
-        self._upstream = upstream
-
-    def render_GET(self, request: Request) -> int:  # noqa: N802
-        return render_later(request, lambda: self._render(request))
-
-    async def _render(self, request: Request) -> bytes:
-        workers = list(self._directory.workers())
+class ClusterMetrics(FanOut):
+    async def answer(self, request: Request) -> bytes:
         # No Accept: the workers answer Prometheus text, which is what is parsed here.
-        answers = await self._upstream.ask_all(workers, b"/metrics", self._upstream.headers_for(request))
+        answers = await self.ask_workers(request, b"/metrics")
         groups: list[list[Metric]] = []
         scraped: dict[int, bool] = {}
-        for worker, answer in zip(workers, answers):
+        for worker, answer in answers:
             families = self._families_of(worker, answer)
             scraped[worker.index] = families is not None
             if families is not None:
                 groups.append(families)
-        groups.append(parent_families(workers, scraped))
+        groups.append(parent_families([w for w, _ in answers], scraped))
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(merge(groups)))  # type: ignore[arg-type]
         accept = request.getHeader(b"accept")

@@ -27,10 +27,11 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, Response
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from siprecd.workers.directory import WorkerInfo
+from siprecd.workers.directory import WorkerDirectory, WorkerInfo
 
 log = Logger()
 
@@ -186,6 +187,29 @@ def render_later(request: Request, work: Callable[[], Coroutine[Any, Any, bytes 
 
     Deferred.fromCoroutine(work()).addCallbacks(done, failed)
     return NOT_DONE_YET
+
+
+class FanOut(Resource):
+    """A resource whose GET is answered by ``await self.answer(request)`` over the workers."""
+
+    isLeaf = True
+
+    def __init__(self, directory: WorkerDirectory, upstream: Upstream) -> None:
+        super().__init__()
+        self.directory = directory
+        self.upstream = upstream
+
+    def render_GET(self, request: Request) -> int:  # noqa: N802
+        return render_later(request, lambda: self.answer(request))
+
+    async def answer(self, request: Request) -> bytes | None:
+        raise NotImplementedError
+
+    async def ask_workers(self, request: Request, path: bytes) -> list[tuple[WorkerInfo, Answer | Unavailable]]:
+        """Every configured worker's answer to ``path`` (or why there is none), in index order,
+        with the client's credentials."""
+        workers = list(self.directory.workers())
+        return list(zip(workers, await self.upstream.ask_all(workers, path, self.upstream.headers_for(request))))
 
 
 @implementer(IPushProducer)
