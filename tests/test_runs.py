@@ -30,6 +30,7 @@ from siprecd.media.stats import SourceStats
 from siprecd.media.timeline import Timeline
 from siprecd.recording.session import RecordedStream, RecordingSession
 from siprecd.sdp import parse, plan_streams
+from siprecd.security.srtp import InboundSRTP, OutboundSRTP
 from siprecd.siprec import session_media
 from siprecd.siprec.session_media import SessionMedia
 
@@ -53,9 +54,12 @@ def _tone(rng: random.Random) -> bytes:
     return audioop.lin2ulaw(pcm, 2)
 
 
-def scenario(seed: int, *, seconds: float = 9.0) -> list[tuple[float, int, str, bytes]]:
-    """``(arrival offset, stream, "rtp"/"rtcp"/"read"/"reoffer", datagram)``, in arrival order."""
+def scenario(seed: int, *, seconds: float = 9.0, srtp: bool = False) -> list[tuple[float, int, str, bytes]]:
+    """``(arrival offset, stream, "rtp"/"rtcp"/"read"/"reoffer", datagram)``, in arrival order;
+    with ``srtp``, RTP protected under :func:`srtp_key` (duplicates are replays then), and
+    forged packets among them."""
     rng = random.Random(seed)
+    senders = [OutboundSRTP(SUITE, srtp_key(n)[:16], srtp_key(n)[16:]) for n in (0, 1)]
     events: list[tuple[float, int, str, bytes]] = []
     for stream in (0, 1):
         ssrc = 0xA0 + stream
@@ -96,6 +100,10 @@ def scenario(seed: int, *, seconds: float = 9.0) -> list[tuple[float, int, str, 
             roll = rng.random()
             datagram = build_rtp(pt, seq, ts, ssrc, payload, marker=marker, extension=extension,
                                  csrcs=(7,) if k == 290 else ())
+            if srtp:
+                if k % 50 == 7:  # forged: the right header, no valid tag
+                    events.append((arrival - 0.0001, stream, "rtp", datagram + bytes(10)))
+                datagram = senders[stream].protect_rtp(datagram)
             if roll < 0.02:
                 pass  # lost
             elif roll < 0.04:
@@ -127,13 +135,21 @@ def scenario(seed: int, *, seconds: float = 9.0) -> list[tuple[float, int, str, 
     return events
 
 
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+
+
+def srtp_key(stream: int) -> bytes:
+    return bytes(range(stream, stream + 30))
+
+
 class EquivalenceTests(SynchronousTestCase):
     def setUp(self) -> None:
         # Random tick phase and SRS SSRC fixed: the runs to compare must differ only in batching.
         self.patch(session_media.random, "uniform", lambda low, high: (low + high) / 2)
         self.patch(session_media.secrets, "randbits", lambda bits: 0x5151)
 
-    def record(self, events: list[tuple[float, int, str, bytes]], batch: int, *, at_rest: AtRest | None = None) -> dict[str, Any]:
+    def record(self, events: list[tuple[float, int, str, bytes]], batch: int, *, at_rest: AtRest | None = None,
+               srtp: bool = False) -> dict[str, Any]:
         clock = Clock()
         clock.advance(T0)
         directory = os.path.abspath(self.mktemp())
@@ -155,6 +171,9 @@ class EquivalenceTests(SynchronousTestCase):
             stream.media = media.new_stream_media()
             stream.media.rtp.makeConnection(Transport())
             stream.media.rtcp.makeConnection(Transport())
+            if srtp:
+                key = srtp_key(choice.index)
+                stream.media.secure(InboundSRTP(SUITE, key[:16], key[16:]), None)
             stream.ports = PortPair(20000 + 2 * choice.index, 20001 + 2 * choice.index, None, None)  # type: ignore[arg-type]
             session.streams.append(stream)
         media.attach(session.streams, offer)
@@ -251,6 +270,20 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertEqual(sorted(one["files"]), ["mix-stereo.wav.enc", "stream-1-1.wav.enc", "stream-2-2.wav.enc"])
         for name, data in one["files"].items():
             self.assertTrue(other["files"][name] == data, name)
+
+    def test_srtp(self) -> None:
+        # Replays and forgeries are dropped before the queue; pylibsrtp called straight
+        # (direct_unprotect) or through InboundSRTP.unprotect_rtp, batched or not: one result.
+        events = scenario(5, srtp=True)
+        one = self.record(events, 1, srtp=True)
+        self.assertGreater(one["reception"][0]["srtp_auth_failures"], 5)
+        self.assertGreater(one["counters"][0]["packets"], 300)
+        others = [self.record(events, 8, srtp=True)]
+        self.patch(InboundSRTP, "direct_unprotect", None)
+        others += [self.record(events, 1, srtp=True), self.record(events, 8, srtp=True)]
+        for other in others:
+            for key in ("counters", "stats", "reception", "events", "reports", "reads", "files"):
+                self.assertTrue(other[key] == one[key], key)
 
     def test_the_batch_path_was_taken(self) -> None:
         # Without this the equivalence could hold because batching never happened.
