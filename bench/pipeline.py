@@ -44,12 +44,15 @@ class _Transport:
 
 
 def make_sessions(count: int, directory: str, clock: Clock, at_rest: bool, batch: int | None = None,
-                  srtp: bool = False) -> list[SessionMedia]:
+                  srtp: bool = False, chunk_size: int | None = None) -> list[SessionMedia]:
     environ = {"SIPRECD_RECORDING_DIRECTORY": directory}
     if batch is not None:
         environ["SIPRECD_MEDIA_PACKET_BATCH"] = str(batch)
+    if chunk_size is not None:
+        environ["SIPRECD_RECORDING_CHUNK_SIZE"] = str(chunk_size)
     config = load_config(None, environ)
-    keys = AtRest(MemoryKeyStore(), "AES-256-GCM") if at_rest else None
+    # The server's AtRest takes [recording] chunk_size too (service.py).
+    keys = AtRest(MemoryKeyStore(), "AES-256-GCM", chunk_size=config.recording.chunk_size) if at_rest else None
     offer = parse(OFFER)
     sessions = []
     for n in range(count):
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--at-rest", action="store_true")
     parser.add_argument("--srtp", action="store_true", help="SDES-style SRTP (AES_CM_128_HMAC_SHA1_80) on every stream")
     parser.add_argument("--batch", default="", help="[media] packet_batch, or several: 1,8")
+    parser.add_argument("--chunk-size", type=int, help="[recording] chunk_size (default: the config's)")
     parser.add_argument("--profile", help="write the siprecd run's cProfile stats here, print the top")
     args = parser.parse_args(argv)
     packets = 2 * args.sessions * round(args.seconds / 0.02)
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         for run, batch in enumerate([int(b) for b in args.batch.split(",") if b] or [None]):
             run_directory = os.path.join(directory, f"run-{run}")
             os.makedirs(run_directory)
-            sessions = make_sessions(args.sessions, run_directory, clock, args.at_rest, batch, args.srtp)
+            sessions = make_sessions(args.sessions, run_directory, clock, args.at_rest, batch, args.srtp,
+                                     args.chunk_size)
             receivers = [s.media.rtp.datagramReceived for m in sessions for s in m.session.streams]
             profiler = cProfile.Profile() if args.profile else None
             if profiler:

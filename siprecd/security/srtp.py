@@ -11,6 +11,7 @@ callers count failures, key material stays inside.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import pylibsrtp
@@ -42,6 +43,29 @@ def suite_named(name: str) -> Suite:
         return SUITES[name]
     except KeyError:
         raise ValueError(f"unknown SRTP suite {name!r} (known: {', '.join(SUITES)})") from None
+
+
+_PACKET_BUFFER_SIZE = 1500
+_shared = threading.local()
+
+
+def _share_packet_buffer(session: pylibsrtp.Session) -> None:
+    """Give ``session`` its thread's packet buffer instead of its own 1.5 KiB one.
+
+    pylibsrtp 1.0 copies each packet into a per-session C buffer, runs libsrtp on it there and
+    returns a copy: nothing stays in it between calls, so the sessions of one thread can share
+    one (two per SRTP call, ~3 KiB of malloc per call; bench/README.md, memory).  siprecd's
+    inbound contexts are created and used on the reactor thread.  Left alone if pylibsrtp's
+    private attributes are not what this expects (another version).
+    """
+    own = getattr(session, "_cdata", None)
+    if own is None or not hasattr(session, "_buffer") or len(own) != _PACKET_BUFFER_SIZE:
+        return
+    if not hasattr(_shared, "cdata"):
+        _shared.cdata = pylibsrtp.ffi.new("char[]", _PACKET_BUFFER_SIZE)
+        _shared.buffer = pylibsrtp.ffi.buffer(_shared.cdata)
+    session._cdata = _shared.cdata
+    session._buffer = _shared.buffer
 
 
 class _Context:
@@ -85,6 +109,8 @@ class _Context:
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
             )
+            if inbound:
+                _share_packet_buffer(self._libsrtp)
         elif s.aead and plain:
             raise ValueError(f"{s.name} cannot be used without encryption")
         elif s.aead:
