@@ -132,6 +132,14 @@ SCHEMA: dict[str, list[Key]] = {
             "Seconds a held packet waits for a missing one before that one counts as lost.",
         ),
         Key("rtcp_interval", _float(1, 60), "5.0", "Seconds between RTCP receiver reports."),
+        Key(
+            "packet_batch",
+            _int(1, 16),
+            "8",
+            "Packets a stream queues (after SRTP and the replay check) before its recording takes "
+            "them in one step: less CPU per packet; files and counters lag by at most that many "
+            "packets between reads and flushes (1: every packet on its own, the old path).",
+        ),
     ],
     "recording": [
         Key("directory", _path, "/var/lib/siprecd/recordings", "Where recording sessions are written."),
@@ -348,6 +356,7 @@ class MediaConfig:
     reorder_window: int
     max_reorder_delay: float
     rtcp_interval: float
+    packet_batch: int
 
 
 @dataclass(frozen=True)

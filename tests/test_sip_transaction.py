@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -254,6 +257,48 @@ class Invite2xxTests(LayerTestCase):
         self.assertEqual(transaction.state, State.TERMINATED)
         self.assertEqual(self.sender.times(200), [0, 0.5])
         self.assertEqual(self.tu.timed_out, [])
+
+    def test_acknowledged_transaction_lets_go_of_its_messages(self) -> None:
+        # Accepted lasts 64*T1 after the 2xx; once ACKed, the INVITE (multipart body, parsed
+        # headers) and the 2xx (SDP) are not needed for what is left: absorbing copies.
+        invite = request("INVITE", branch=new_branch())
+        self.layer.request_received(invite, UDP)
+        transaction = self.tu.requests[-1][1]
+        transaction.to_tag = "srs-tag"
+        transaction.reply(200, "OK")
+        ack = self.ack_for(transaction)
+        held = weakref.ref(transaction.request)
+        self.layer.request_received(ack, UDP)
+        del invite
+        self.tu.requests.clear()  # the fake TU's record of it
+        gc.collect()
+        self.assertIsNone(held())
+        self.assertIsNone(transaction.last_response)
+        self.assertRaises(RuntimeError, lambda: transaction.request)
+        self.assertEqual((transaction.method, transaction.call_id), ("INVITE", ack.call_id))
+        # Copies of the INVITE are still absorbed, ACK copies still reach the TU, and a late
+        # CANCEL still finds the transaction, final already sent: nothing is resent.
+        copy = request("INVITE", branch=ack.top_via.branch or "")
+        self.layer.request_received(copy, UDP)
+        self.layer.request_received(ack, UDP)
+        self.assertEqual(self.tu.requests, [])
+        self.assertEqual(self.tu.acks, [(ack, UDP), (ack, UDP)])
+        self.assertIs(self.layer.find_invite(request("CANCEL", branch=ack.top_via.branch or "")), transaction)
+        self.assertTrue(transaction.final_sent)
+        transaction.respond(make_response(copy, 500, "Late"))  # refused, logged, no crash
+        self.advance(40)
+        self.assertEqual(self.sender.statuses(), [100, 200])
+        self.assertEqual(transaction.state, State.TERMINATED)
+        self.assertEqual(self.tu.timed_out, [])
+
+    def test_unacknowledged_transaction_keeps_the_2xx_for_retransmission(self) -> None:
+        transaction = self.invite()
+        transaction.reply(200, "OK")
+        self.advance(1)
+        self.assertIsNotNone(transaction.last_response)
+        self.assertEqual(transaction.request.method, "INVITE")
+        self.assertEqual(self.sender.times(200), [0, 0.5])
+        self.finish()
 
     def test_timer_l_without_ack(self) -> None:
         transaction = self.invite()

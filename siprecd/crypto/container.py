@@ -204,7 +204,8 @@ def _nonce(header: Header, index: int, final: bool) -> bytes:
 
 
 def seal_chunk(
-    aead: AESGCM | ChaCha20Poly1305, header_bytes: bytes, header: Header, index: int, plaintext: bytes, final: bool
+    aead: AESGCM | ChaCha20Poly1305, header_bytes: bytes, header: Header, index: int, plaintext: bytes | memoryview,
+    final: bool,
 ) -> bytes:
     """One chunk record: the 4-byte plaintext length, then ciphertext and tag.
 

@@ -107,14 +107,25 @@ class StreamMedia:
         self.cname = cname
         self.counters = ReceptionCounters()
         self.recorder: Any = None  # a StreamRecorder once the session's files exist
-        self.stats: StreamStats | None = None
+        self._stats: StreamStats | None = None
         self.expected: tuple[str, int] | None = None  # the SDP's address and RTP port
         self.rtp = RTPProtocol(self)
         self.rtcp = RTCPProtocol(self)
 
     def attach(self, recorder: Any, clock_rate: int) -> None:
         self.recorder = recorder
-        self.stats = StreamStats(clock_rate)
+        self._stats = recorder.stats = StreamStats(clock_rate)
+
+    @property
+    def stats(self) -> StreamStats | None:
+        """The stream's RTP statistics, packets still queued for the recording included."""
+        if self.recorder is not None:
+            self.recorder.settle()
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: StreamStats | None) -> None:
+        self._stats = stats
 
     def secure(self, inbound: Inbound | None, outbound: Outbound | None) -> None:
         """Install the stream's SRTP contexts, or replace them (a rekey: a new key, new context).
@@ -325,13 +336,25 @@ class RTPProtocol(DatagramProtocol):
         if recorder is None:
             counters.before_recording += 1
             return
+        queue = recorder.queue
+        if queue is not None:
+            if len(datagram) >= 12 and datagram[0] == 0x80:
+                # Plain header (its parse cannot fail): queued for the recording's settle(),
+                # which takes runs of such packets in one step ([media] packet_batch).
+                queue.append(datagram)
+                recorder.arrivals.append(media.clock.seconds())
+                if len(queue) >= recorder.batch:
+                    recorder.settle()
+                return
+            if queue:
+                recorder.settle()  # what came before this packet is taken before it
         try:
             packet = parse_rtp(datagram)
         except MalformedPacket:
             counters.malformed += 1
             return
         now = media.clock.seconds()
-        media.stats.update(packet, now)  # type: ignore[union-attr]
+        media._stats.update(packet, now)  # type: ignore[union-attr]
         timeline = recorder.timeline
         timeline.push(packet, now)
         if timeline.pending:
@@ -376,6 +399,8 @@ class RTCPProtocol(DatagramProtocol):
             return False
         if self.peer is None:
             self.peer = addr
+        if media.recorder is not None:
+            media.recorder.settle()  # an SR maps the timeline as it stands on its arrival
         now = media.clock.seconds()
         for packet in packets:
             if isinstance(packet, SenderReport):

@@ -135,7 +135,10 @@ class ServerTransaction:
         key: tuple[str, ...],
     ) -> None:
         self.layer = layer
-        self.request = request
+        self._request: Request | None = request
+        # Kept apart from the request, which an acknowledged INVITE transaction lets go of.
+        self.method = request.method
+        self.call_id = request.call_id
         self.source = source
         self.key = key
         self.is_invite = request.method == "INVITE"
@@ -149,6 +152,13 @@ class ServerTransaction:
         self.acked = False
 
     @property
+    def request(self) -> Request:
+        """The request; gone once a 2xx to an INVITE is acknowledged (nothing needs it then)."""
+        if self._request is None:
+            raise RuntimeError(f"{self.method} {self.call_id}: request dropped after the ACK")
+        return self._request
+
+    @property
     def final_sent(self) -> bool:
         return self.state not in (State.TRYING, State.PROCEEDING)
 
@@ -158,15 +168,15 @@ class ServerTransaction:
             log.warn(
                 "dropping {status} for {method} {call_id}: transaction already {state}",
                 status=response.status,
-                method=self.request.method,
-                call_id=self.request.call_id,
+                method=self.method,
+                call_id=self.call_id,
                 state=self.state.value,
             )
             return
         self.last_response = response
         self.layer.sender.send_response(response, self.source)
         if self.layer.metrics is not None:
-            self.layer.metrics.sip_response(self.request.method, response.status)
+            self.layer.metrics.sip_response(self.method, response.status)
         if response.status < 200:
             if self.state == State.TRYING:
                 self.state = State.PROCEEDING
@@ -211,6 +221,11 @@ class ServerTransaction:
         # here instead of starting a second dialog (and a second recording).
         self.acked = True
         self.timers.stop("G2xx")
+        # What Accepted still does until timer L (absorb copies of the INVITE and of the ACK)
+        # needs only the key and the state: the INVITE (its multipart body, parsed headers)
+        # and the 2xx (its SDP) would otherwise stay for 64*T1 (32 s) per call.
+        self._request = None
+        self.last_response = None
 
     def terminate(self) -> None:
         if self.state == State.TERMINATED:
@@ -243,7 +258,7 @@ class ServerTransaction:
         log.warn(
             "timer H: no ACK for {status} to INVITE {call_id} from {source}",
             status=self.last_response.status if self.last_response else 0,
-            call_id=self.request.call_id,
+            call_id=self.call_id,
             source=self.source,
         )
         self.terminate()
