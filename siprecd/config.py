@@ -191,7 +191,8 @@ SCHEMA: dict[str, list[Key]] = {
             "Processes that record calls: 1 is one process doing everything. N >= 2: a parent "
             "owns the SIP sockets and hands each call (by Call-ID) to one of N worker processes, "
             "each with its share of the [media] port range and its own state, all writing to the "
-            "same [recording] directory; a worker that dies is restarted and resumes its calls. "
+            "same [recording] directory ([siprec] max_sessions applies to each); a worker that dies is "
+            "restarted and resumes its calls. "
             "Use one per core (see README 'Worker processes').",
         ),
     ],

@@ -76,7 +76,14 @@ def make_parent_service(
         except ImportError:
             log.warn("web over workers not available: siprecd.web.cluster is missing; [web] port {port} is not served", port=config.web.port)
         else:
-            site = build_cluster_site(reactor, config, supervisor)
+            from siprecd.service import recording_space_problem
+            from siprecd.web.health import Check
+
+            checks = [
+                Check("sip_listeners", listeners.unbound),  # the parent's own, beside each worker's
+                Check("recording_directory", lambda: recording_space_problem(config)),
+            ]
+            site = build_cluster_site(reactor, config, supervisor, checks=checks)
             endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
             StreamServerEndpointService(endpoint, site).setServiceParent(top)
     ReloadService(reactor, config, lambda: listeners.tls, router.rate_limiter).setServiceParent(top)
