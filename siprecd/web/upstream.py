@@ -119,6 +119,16 @@ class Upstream:
 
         return gatherResults([self.ask(w, path, headers).addBoth(settle) for w in workers])
 
+    async def discard(self, response: IResponse) -> bytes:
+        """The body of a response that will not be relayed (read, so the connection is freed),
+        or b"" when it does not come within the timeout."""
+        d = readBody(response)
+        d.addTimeout(self.timeout, self._reactor)
+        try:
+            return await d
+        except Exception:
+            return b""
+
     def _unavailable(self, failure: Failure, worker: WorkerInfo) -> Failure:
         if failure.check(Unavailable):
             return failure
@@ -296,12 +306,3 @@ async def relay(request: Request, response: IResponse, reactor: Any, idle: float
     protocol = _Relay(request, reactor, idle)
     response.deliverBody(protocol)
     await protocol.done
-
-
-async def discard(response: IResponse) -> bytes:
-    """Read (and so release) a response that will not be relayed."""
-    try:
-        return await readBody(response)
-    except Exception:
-        return b""
-
