@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from siprecd.config import load_config
 from siprecd.crypto.at_rest import AtRest
+from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.metrics import Metrics
 from siprecd.service import build_stack
 from siprecd.siprec.controller import build_controller
@@ -40,7 +41,7 @@ from siprecd.web.metrics import MetricsResource
 from siprecd.web.root import build_root
 from siprecd.workers.directory import StaticDirectory, WorkerInfo
 from tests.test_siprec_controller import PORT_MIN, SRS_ADDRESS, START, Call, FakeUDP, MediaReactor, multipart, rfc7865, rfc7865_sdp
-from tests.test_web_api import ALICE, BOB, T12, T13A, ApiTestCase, HttpTestCase, _Client, sid
+from tests.test_web_api import ALICE, BOB, T12, T13A, ApiTestCase, HttpTestCase, _Client, pcm, sid, wav_frames
 
 TOKEN = "s3cret-token-0123456789"
 BASIC = "Basic b3BzOnBhc3N3b3JkMQ=="  # ops:password1
@@ -61,7 +62,7 @@ def environment(recordings: str, **web: str) -> dict[str, str]:
 class Worker:
     """One worker's whole web side (as service.make_service builds it) on loopback."""
 
-    def __init__(self, test: SynchronousTestCase, index: int, env: dict[str, str]) -> None:
+    def __init__(self, test: SynchronousTestCase, index: int, env: dict[str, str], at_rest: AtRest | None = None) -> None:
         self.test = test
         self.index = index
         self.config = load_config(None, env)
@@ -84,7 +85,8 @@ class Worker:
             [Check("recording_directory", lambda: self.problem),
              Check("state_store_redis", lambda: self.degraded, critical=False)],
             metrics=MetricsResource(self.metrics),
-            api=ApiResource(self.controller, RecordingCatalog(self.config.recording.directory, None), None, self.clock),
+            api=ApiResource(self.controller, RecordingCatalog(self.config.recording.directory, at_rest and at_rest.keys),
+                            at_rest, self.clock),
             protect=lambda resource: protect(resource, tokens, web.users),
             protect_health=web.protect_health,
             protect_metrics=web.protect_metrics,
@@ -224,10 +226,13 @@ class ClusterTestCase(HttpTestCase):
     def setUp(self) -> None:
         self.recordings = os.path.abspath(self.mktemp())
         os.makedirs(self.recordings)
-        self.writer = AtRest(None)
+        self.writer = self.at_rest()
         self.env = environment(self.recordings, **self.web)
-        self.workers = [Worker(self, 0, self.env), Worker(self, 1, self.env)]
+        self.workers = [Worker(self, 0, self.env, self.writer), Worker(self, 1, self.env, self.writer)]
         self.infos = [w.info() for w in self.workers]
+
+    def at_rest(self) -> AtRest:
+        return AtRest(None)
 
     def start_parent(self, infos: list[WorkerInfo] | None = None, env: dict[str, str] | None = None) -> None:
         config = load_config(None, env or self.env)
@@ -342,6 +347,36 @@ class AggregatedApiTests(ClusterTestCase):
         self.assertEqual((page.status, page.header("content-type")), (200, "text/html; charset=utf-8"))
         self.assertIn(b"app.js", page.body)
         self.assertEqual((await self.get("/app.js")).status, 200)
+
+
+class EncryptedTests(ClusterTestCase):
+    """Workers that share the key store (a file store in production) decrypt for the parent."""
+
+    def at_rest(self) -> AtRest:
+        return AtRest(MemoryKeyStore(), chunk_size=1000)
+
+    async def test_decrypted_audio_and_a_tampered_file_cut_short(self) -> None:
+        self.make_session(1, T12, "call-one@src", [ALICE], frames=6000)
+        self.start_parent()
+        reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
+        self.assertEqual((reply.status, reply.complete), (200, True))
+        self.assertEqual(wav_frames(reply.body), (8000, 1, pcm(6000, seed=1)))
+        path = os.path.join(self.catalog_dir(sid(1)), "stream-1-1.wav.enc")
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(size - 900)  # inside a late chunk's ciphertext
+            byte = handle.read(1)
+            handle.seek(size - 900)
+            handle.write(bytes([byte[0] ^ 1]))
+        reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
+        self.assertEqual(reply.status, 200)
+        self.assertFalse(reply.complete)  # the worker aborted, so did the parent: visibly short
+        self.assertLess(len(reply.body), 44 + 12000 - 900)
+
+    def catalog_dir(self, session_id: str) -> str:
+        entry = RecordingCatalog(self.recordings, self.writer.keys).get(session_id)
+        assert entry is not None
+        return entry.directory
 
 
 class StreamingTests(ClusterTestCase):
