@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, _HTTP11ClientFactory, readBody
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -47,6 +47,14 @@ RELAYED_RESPONSE_HEADERS = (
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # already-escaped request paths pass unchanged; anything else is escaped
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # else every request to a worker logs "Starting factory" and "Stopping factory"
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory
+
+
 class Unavailable(Exception):
     """A worker that could not be asked; ``str()`` names it and says why."""
 
@@ -66,7 +74,7 @@ class Upstream:
         self._reactor = reactor
         self.timeout = timeout
         self._credentials = credentials
-        self._agent = Agent(reactor, connectTimeout=timeout, pool=HTTPConnectionPool(reactor, persistent=False))
+        self._agent = Agent(reactor, connectTimeout=timeout, pool=_QuietPool(reactor, persistent=False))
 
     def headers_for(self, request: Request | None, names: Iterable[bytes] = (b"authorization",)) -> Headers:
         headers = Headers()

@@ -78,7 +78,7 @@ class ClusterWebTests(SynchronousTestCase):
         self.addCleanup(self.server.stop_cleanly, self)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.server.web_port}{path}", headers=headers or AUTH)
+        request = urllib.request.Request(f"http://127.0.0.1:{self.server.web_port}{path}", headers=AUTH if headers is None else headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read()
