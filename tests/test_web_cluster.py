@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -213,6 +214,15 @@ def summed(text: str, name: str, drop: str = "worker") -> dict[tuple[tuple[str, 
     return out
 
 
+class RoutedCollector:
+    """A parent's own collector (the supervisor's counters, say)."""
+
+    def collect(self) -> list[Any]:
+        family = CounterMetricFamily("siprecd_parent_routed_messages", "Messages routed.", labels=["transport"])
+        family.add_metric(["UDP"], 12)
+        return [family]
+
+
 # --- the fixture ------------------------------------------------------------------------------
 
 
@@ -237,7 +247,7 @@ class ClusterTestCase(HttpTestCase):
     def start_parent(self, infos: list[WorkerInfo] | None = None, env: dict[str, str] | None = None) -> None:
         config = load_config(None, env or self.env)
         site = build_cluster_site(reactor, config, StaticDirectory(infos if infos is not None else self.infos),
-                                  timeout=TIMEOUT)
+                                  collectors=[RoutedCollector()], timeout=TIMEOUT)
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
@@ -445,6 +455,7 @@ class MetricsTests(ClusterTestCase):
         self.assertEqual(gauges[("siprecd_worker_restarts_total", (("worker", "0"),))], 0)
         self.assertIn(("process_resident_memory_bytes", (("worker", "parent"),)), gauges)
         self.assertIn(("process_resident_memory_bytes", (("worker", "1"),)), gauges)
+        self.assertEqual(gauges[("siprecd_parent_routed_messages_total", (("transport", "UDP"),))], 12)
         openmetrics = await self.get("/metrics", Accept="application/openmetrics-text; version=1.0.0")
         self.assertTrue(openmetrics.header("content-type").startswith("application/openmetrics-text"))
         self.assertTrue(openmetrics.body.endswith(b"# EOF\n"))
