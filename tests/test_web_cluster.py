@@ -42,7 +42,7 @@ from siprecd.web.metrics import MetricsResource
 from siprecd.web.root import build_root
 from siprecd.workers.directory import StaticDirectory, WorkerInfo
 from tests.test_siprec_controller import PORT_MIN, SRS_ADDRESS, START, Call, FakeUDP, MediaReactor, multipart, rfc7865, rfc7865_sdp
-from tests.test_web_api import ALICE, BOB, T12, T13A, ApiTestCase, HttpTestCase, _Client, pcm, sid, wav_frames
+from tests.test_web_api import ALICE, BOB, T12, T13A, ApiTestCase, HttpTestCase, _Client, flip_byte, pcm, sid, wav_frames
 
 TOKEN = "s3cret-token-0123456789"
 BASIC = "Basic b3BzOnBhc3N3b3JkMQ=="  # ops:password1
@@ -371,13 +371,7 @@ class EncryptedTests(ClusterTestCase):
         reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
         self.assertEqual((reply.status, reply.complete), (200, True))
         self.assertEqual(wav_frames(reply.body), (8000, 1, pcm(6000, seed=1)))
-        path = os.path.join(self.catalog_dir(sid(1)), "stream-1-1.wav.enc")
-        with open(path, "r+b") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            handle.seek(size - 900)  # inside a late chunk's ciphertext
-            byte = handle.read(1)
-            handle.seek(size - 900)
-            handle.write(bytes([byte[0] ^ 1]))
+        flip_byte(os.path.join(self.catalog_dir(sid(1)), "stream-1-1.wav.enc"), -900)  # a late chunk's ciphertext
         reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
         self.assertEqual(reply.status, 200)
         self.assertFalse(reply.complete)  # the worker aborted, so did the parent: visibly short

@@ -16,7 +16,6 @@ import glob
 import json
 import os
 import signal
-import time
 import urllib.error
 import uuid
 import urllib.request
@@ -29,6 +28,7 @@ from tests.e2e import test_dashboard_e2e as dashboard
 from tests.e2e.server import Server
 from tests.e2e.src import SRCClient
 from tests.e2e.test_media_e2e import TONE_A, TONE_B, stream
+from tests.e2e.test_redundancy_e2e import wait_for
 
 try:
     import siprecd.workers.parent  # noqa: F401  (the supervisor, which serves build_cluster_site)
@@ -90,15 +90,6 @@ class ClusterWebTests(SynchronousTestCase):
         self.assertEqual(code, status, body[:500])
         return json.loads(body)
 
-    def wait_for(self, what: str, probe: Any, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = probe()
-            if value:
-                return value
-            time.sleep(0.2)
-        self.fail(f"waited {timeout} s for {what}")
-
     def test_calls_on_both_workers_are_one_server(self) -> None:
         spec = [stream("PCMU", "a", TONE_A, 1.0), stream("PCMU", "b", TONE_B, 1.0)]
         clients = {}
@@ -136,9 +127,9 @@ class ClusterWebTests(SynchronousTestCase):
 
         for _, client in clients.values():
             self.assertEqual(client.bye().status, 200)
-        server = self.wait_for("three finished sessions", lambda: (s := self.json("/api/server"))["finished_sessions"] == 3 and s)
+        server = wait_for(lambda: (s := self.json("/api/server"))["finished_sessions"] == 3 and s, "three finished sessions")
         self.assertEqual(sorted(w["finished_sessions"] for w in server["workers"]), [1, 2])
-        recordings = self.wait_for("three recordings", lambda: (r := self.json("/api/recordings"))["total"] == 3 and r)
+        recordings = wait_for(lambda: (r := self.json("/api/recordings"))["total"] == 3 and r, "three recordings")
         self.assertEqual({r["call_id"] for r in recordings["recordings"]}, set(clients))
         item = recordings["recordings"][0]
         code, audio = self.get(item["streams"][0]["audio_url"])
@@ -150,11 +141,11 @@ class ClusterWebTests(SynchronousTestCase):
     def test_a_killed_worker_is_named_until_it_is_back(self) -> None:
         pid = {w["worker"]: w["pid"] for w in self.json("/api/server")["workers"]}[1]
         os.kill(pid, signal.SIGKILL)
-        health = self.wait_for("worker 1 to be named", lambda: (h := self.json_any("/health"))["failing"] and h, 10)
+        health = wait_for(lambda: (h := self.json_any("/health"))["failing"] and h, "worker 1 to be named", 10)
         self.assertEqual(health["failing"], ["worker_1"])
         self.assertIn("worker 1", health["workers"]["worker_1"]["detail"])
         self.assertTrue(health["workers"]["worker_0"]["ok"])
-        self.wait_for("worker 1 to be back", lambda: self.get("/health")[0] == 200, 30)
+        wait_for(lambda: self.get("/health")[0] == 200, "worker 1 to be back", 30)
         self.assertEqual(self.get("/ready")[0], 200)
         text = self.get("/metrics")[1].decode()
         self.assertIn('siprecd_worker_restarts_total{worker="1"} 1.0', text)
