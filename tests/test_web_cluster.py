@@ -388,7 +388,7 @@ class StreamingTests(ClusterTestCase):
 
     async def test_a_client_that_does_not_read_pauses_the_worker(self) -> None:
         endless = Endless()
-        self.start_parent([WorkerInfo(0, 1, serve(self, Resource()), True, 0), WorkerInfo(1, 2, serve(self, endless), True, 0)])
+        self.start_parent([WorkerInfo(0, 1, serve(self, endless), True, 0), WorkerInfo(1, 2, serve(self, Resource()), True, 0)])
 
         class Stalled(_Client):
             def connectionMade(self) -> None:  # noqa: N802
@@ -543,6 +543,8 @@ class HealthTests(ClusterTestCase):
         self.assertEqual(error, f"no live recording session {sid(5)} on the workers that answered; no answer from: "
                                 f"worker 1 is not running (restarted 0 times); worker 2 (pid 78): no answer within "
                                 f"{TIMEOUT:g} s")
+        # Recordings are in the shared directory: the first worker that answers knows.
+        self.assertEqual((await self.get_json(f"/api/recordings/{sid(5)}", 404))["error"], f"no recording {sid(5)}")
         server = await self.get_json("/api/server")
         self.assertEqual(server["active_sessions"], 1)
         self.assertEqual([w["problem"] is None for w in server["workers"]], [True, False, False])

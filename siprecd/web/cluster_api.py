@@ -8,8 +8,9 @@ every worker.
 * everything else (the endpoint index, one live session, the recordings catalog, one recording,
   its audio): asked of each running worker in index order, and the first answer that is not a
   404 is relayed as it is, the audio streamed.  The workers share the recording directory, so
-  the first running worker answers for the catalog.  When every worker that answered said 404
-  but another could not be asked, the answer is 503 naming it (the session may be on it).
+  for ``/api/recordings...`` the first worker that answers is relayed, 404 included.  When
+  every worker that answered said 404 but another could not be asked, the answer is 503 naming
+  it (the live session may be on it).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class ClusterApi(FanOut):
         if query:
             target += b"?" + query
         headers = self.upstream.headers_for(request, FORWARDED_REQUEST_HEADERS)
+        # Every worker reads the same recording directory: the first to answer knows.
+        shared = path[:1] == [b"recordings"]
         problems: list[str] = []
         not_found: bytes | None = None  # the last 404's body
         for worker in self.directory.workers():
@@ -112,7 +115,7 @@ class ClusterApi(FanOut):
             except Unavailable as problem:
                 problems.append(str(problem))
                 continue
-            if response.code == 404:
+            if response.code == 404 and not shared:
                 not_found = await self.upstream.discard(response)
                 continue
             await relay(request, response, self._clock, self.upstream.timeout)
