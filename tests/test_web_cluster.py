@@ -549,6 +549,17 @@ class HealthTests(ClusterTestCase):
         self.assertEqual(server["active_sessions"], 1)
         self.assertEqual([w["problem"] is None for w in server["workers"]], [True, False, False])
 
+    async def test_a_worker_answering_garbage_is_named(self) -> None:
+        self.workers[0].call()
+        self.start_parent([self.infos[0], WorkerInfo(1, 9, serve(self, Garbage()), True, 0)])
+        sessions = await self.get_json("/api/sessions")
+        self.assertEqual((len(sessions["sessions"]), sessions["problems"]), (1, ["worker 1: the answer is not JSON"]))
+        server = await self.get_json("/api/server")
+        self.assertEqual((server["active_sessions"], server["workers"][1]["problem"]),
+                         (1, "worker 1: the answer is not JSON"))
+        ready = await self.get_json("/ready", 503)
+        self.assertEqual(ready["checks"]["worker_1"]["detail"], "worker 1: /ready did not answer its usual JSON")
+
     async def test_no_worker_at_all(self) -> None:
         self.start_parent([WorkerInfo(0, None, None, False, 5)])
         self.assertIn("worker 0 is not running", (await self.get_json("/api/sessions", 503))["error"])

@@ -90,7 +90,7 @@ class ClusterApi(FanOut):
                 base = base or document
                 for name in SUMMED:
                     totals[name] += document[name] if isinstance(document[name], int) else 0
-                own.update({name: document[name] for name in (*SUMMED, "uptime_seconds")}, problem=None)
+                own.update({name: document.get(name) for name in (*SUMMED, "uptime_seconds")}, problem=None)
             workers.append(own)
         if base is None:
             problems = "; ".join(w["problem"] for w in workers) or "no workers are configured"
