@@ -16,7 +16,9 @@ from siprecd.sip.source import Source
 from siprecd.state.factory import base_node_id, node_id, state_path
 from siprecd.tap import twistd_options
 from siprecd.workers.child import (
+    FLUSH_TIMEOUT,
     ParentVerdict,
+    RelayService,
     RelayedConnection,
     RelayTransports,
     WorkerRelay,
@@ -140,6 +142,27 @@ class RelayTests(SynchronousTestCase):
         other.stopping = True
         other.connectionLost()
         self.assertEqual(self.lost, [True])
+
+    def test_stop_waits_for_the_last_frames_to_leave(self) -> None:
+        clock = Clock()
+        service = RelayService(clock, self.relay, WorkerRole(0, 2, {}))
+        service.running = 1
+        self.relay.send(Outbound("UDP", "10.0.0.1", 5060, 0, b"SIP/2.0 200 OK"))
+        stopped = service.stopService()
+        self.assertTrue(self.transport.disconnecting)  # loseConnection: flushed, then closed
+        self.assertNoResult(stopped)
+        self.relay.connectionLost()
+        self.successResultOf(stopped)
+        self.assertEqual(self.lost, [])  # our own stop, not the parent's loss
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stop_gives_up_waiting_after_the_flush_timeout(self) -> None:
+        clock = Clock()
+        service = RelayService(clock, self.relay, WorkerRole(0, 2, {}))
+        service.running = 1
+        stopped = service.stopService()
+        clock.advance(FLUSH_TIMEOUT)
+        self.successResultOf(stopped)
 
     def test_corrupt_input_closes_the_pipe(self) -> None:
         self.relay.dataReceived(b"\x00\x00\x00\x01Z")

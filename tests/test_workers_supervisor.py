@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from siprecd.sip.message import Limits
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.source import Source
-from siprecd.workers.child import FROM_PARENT_FD, TO_PARENT_FD, WorkerRole
+from siprecd.workers.child import RELAY_FD, WorkerRole
 from siprecd.workers.relay import Closed, FrameDecoder, Hello, Inbound, Outbound, encode
 from siprecd.workers.routing import worker_for
 from siprecd.workers.supervisor import FIRST_BACKOFF, MAX_BACKOFF, Router, Supervisor
@@ -139,6 +140,13 @@ class ProcessReactor(Clock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[object, FakeProcess, list[str], dict]] = []
+        self.relays: list[StringTransport] = []
+
+    def adoptStreamConnection(self, fd, family, factory):  # noqa: N802, ANN001, ANN201
+        transport = StringTransport()
+        factory.buildProtocol(None).makeConnection(transport)
+        self.relays.append(transport)
+        return transport
 
     def spawnProcess(self, protocol, executable, args, env=None, childFDs=None):  # noqa: N802, ANN001, ANN201
         process = FakeProcess(1000 + len(self.spawned))
@@ -163,7 +171,7 @@ class SupervisorTests(SynchronousTestCase):
         return self.reactor.spawned[n][0]
 
     def hello(self, n: int, web_port: int = 8000) -> None:
-        self.protocol(n).childDataReceived(TO_PARENT_FD, encode(Hello(1000 + n, web_port + n)))
+        self.protocol(n).relay_data(encode(Hello(1000 + n, web_port + n)))
 
     def die(self, n: int, reason: Exception) -> None:
         self.protocol(n).processEnded(Failure(reason))
@@ -173,7 +181,8 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual([r.index for r in self.roles], [0, 1])
         self.assertEqual(self.roles[0].addresses, {"UDP": ("127.0.0.1", 5060)})
         childFDs = self.reactor.spawned[0][3]
-        self.assertEqual((childFDs[FROM_PARENT_FD], childFDs[TO_PARENT_FD]), ("w", "r"))
+        self.assertEqual(sorted(childFDs), [0, 1, 2, RELAY_FD])
+        self.assertIsInstance(childFDs[RELAY_FD], int)  # the child's end of the socketpair
         self.assertEqual([info.alive for info in self.supervisor.workers()], [False, False])
 
     def test_ready_once_every_worker_said_hello(self) -> None:
@@ -190,18 +199,17 @@ class SupervisorTests(SynchronousTestCase):
     def test_relays_both_ways(self) -> None:
         self.supervisor.startService()
         self.router.receive(invite(call_id_for(1)), Source("UDP", "10.0.0.1", 5062))
-        [(fd, data)] = self.reactor.spawned[1][1].written
-        self.assertEqual(fd, FROM_PARENT_FD)
-        [frame] = FrameDecoder().feed(data)
+        self.assertEqual(self.reactor.relays[0].value(), b"")
+        [frame] = FrameDecoder().feed(self.reactor.relays[1].value())
         self.assertEqual(frame.data, invite(call_id_for(1)))
         udp = FakeUDP()
         self.router.transports.udp = udp  # type: ignore[assignment]
-        self.protocol(1).childDataReceived(TO_PARENT_FD, encode(Outbound("UDP", "10.0.0.1", 5062, 0, b"SIP/2.0 100")))
+        self.protocol(1).relay_data(encode(Outbound("UDP", "10.0.0.1", 5062, 0, b"SIP/2.0 100")))
         self.assertEqual(udp.sent, [(b"SIP/2.0 100", "10.0.0.1", 5062)])
 
     def test_corrupt_pipe_kills_the_worker(self) -> None:
         self.supervisor.startService()
-        self.protocol(0).childDataReceived(TO_PARENT_FD, b"\x00\x00\x00\x01Z")
+        self.protocol(0).relay_data(b"\x00\x00\x00\x01Z")
         self.assertEqual(self.reactor.spawned[0][1].signals, ["KILL"])
 
     def test_dead_worker_restarted_with_backoff(self) -> None:
@@ -245,6 +253,7 @@ class SupervisorTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         self.die(1, ProcessDone(0))
         self.successResultOf(stopped)
+        self.assertTrue(all(relay.disconnecting for relay in self.reactor.relays))
         self.reactor.advance(100)
         self.assertEqual(len(self.reactor.spawned), 2)  # nothing restarted while stopping
         self.assertEqual(self.reactor.getDelayedCalls(), [])

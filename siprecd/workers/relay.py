@@ -1,4 +1,4 @@
-"""Framing of what the parent and a worker say to each other over the worker's pipes.
+"""Framing of what the parent and a worker say to each other over the worker's relay socket.
 
 Every frame is a 4-byte big-endian length, then a one-byte kind, then the kind's fields.
 Encoding and decoding are pure; :class:`FrameDecoder` takes the byte stream in pieces of any size.
@@ -32,7 +32,7 @@ RATE_OK = 1
 
 
 class RelayError(Exception):
-    """The byte stream is not frames of this protocol: the pipe is unusable from here on."""
+    """The byte stream is not frames of this protocol: the relay is unusable from here on."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ SIGTERM and waits until all have drained and exited.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -37,7 +38,7 @@ from siprecd.sip.source import Source
 from siprecd.sip.stack import stateless_error
 from siprecd.sip.transport import StreamFactory, StreamProtocol, Transports
 from siprecd.sip.uas import _phrase
-from siprecd.workers.child import FROM_PARENT_FD, TO_PARENT_FD, WorkerRole
+from siprecd.workers.child import RELAY_FD, One, WorkerRole
 from siprecd.workers.directory import WorkerInfo
 from siprecd.workers.relay import Closed, Frame, FrameDecoder, Hello, Inbound, Outbound, RelayError, encode
 from siprecd.workers.routing import RATE_LIMITED_METHODS, peek, worker_for
@@ -201,21 +202,30 @@ class Router:
             log.failure("sending a worker's message to {host}:{port}", host=frame.host, port=frame.port)
 
 
+class RelayEnd(Protocol):
+    """The parent's end of a worker's relay socket."""
+
+    def __init__(self, process: WorkerProcess) -> None:
+        self.process = process
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.process.relay_data(data)
+
+
 class WorkerProcess(ProcessProtocol):
-    """One running worker: frames from its pipe, its end."""
+    """One running worker: frames over its relay socket, its end."""
 
     def __init__(self, supervisor: Supervisor, index: int) -> None:
         self.supervisor = supervisor
         self.index = index
         self.decoder = FrameDecoder()
+        self.relay = RelayEnd(self)
 
     def send(self, frame: Frame) -> None:
-        if self.transport is not None:
-            self.transport.writeToChild(FROM_PARENT_FD, encode(frame))
+        if self.relay.transport is not None and self.relay.connected:
+            self.relay.transport.write(encode(frame))
 
-    def childDataReceived(self, fd: int, data: bytes) -> None:  # noqa: N802
-        if fd != TO_PARENT_FD:
-            return
+    def relay_data(self, data: bytes) -> None:
         try:
             frames = self.decoder.feed(data)
         except RelayError as error:
@@ -240,6 +250,8 @@ class WorkerProcess(ProcessProtocol):
         self.signal("KILL")
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        if self.relay.transport is not None:
+            self.relay.transport.loseConnection()
         self.supervisor.worker_ended(self.index, self, reason)
 
 
@@ -314,15 +326,23 @@ class Supervisor(Service):
         role = WorkerRole(state.index, self.router.count, dict(self.router.local_addresses))
         executable, args, env = self.command(role)
         process = WorkerProcess(self, state.index)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            ours.setblocking(False)
+            self.reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, One(process.relay))
             self.reactor.spawnProcess(
                 process, executable, args, env=env,
-                childFDs={0: 0, 1: 1, 2: 2, FROM_PARENT_FD: "w", TO_PARENT_FD: "r"},
+                childFDs={0: 0, 1: 1, 2: 2, RELAY_FD: theirs.fileno()},
             )
         except Exception:
             log.failure("cannot start worker {index}", index=state.index)
+            if process.relay.transport is not None:
+                process.relay.transport.loseConnection()
             self._schedule_restart(state)
             return
+        finally:
+            ours.close()  # adopted as a duplicate
+            theirs.close()  # the child has its own
         state.process = process
         state.pid = getattr(process.transport, "pid", None)
         state.alive = False
