@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import operator
+import statistics
 import cProfile
 import os
 import pstats
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--at-rest", action="store_true")
     parser.add_argument("--srtp", action="store_true", help="SDES-style SRTP (AES_CM_128_HMAC_SHA1_80) on every stream")
     parser.add_argument("--batch", default="", help="[media] packet_batch, or several: 1,8")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the --batch list, alternating; median per batch")
     parser.add_argument("--profile", help="write the siprecd run's cProfile stats here, print the top")
     args = parser.parse_args(argv)
     packets = 2 * args.sessions * round(args.seconds / 0.02)
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         for path in bare:
             path.finish()
         results = []
-        for run, batch in enumerate([int(b) for b in args.batch.split(",") if b] or [None]):
+        batches: list[int | None] = [int(b) for b in args.batch.split(",") if b] or [None]
+        for run, batch in enumerate(batches * args.rounds):
             run_directory = os.path.join(directory, f"run-{run}")
             os.makedirs(run_directory)
             sessions = make_sessions(args.sessions, run_directory, clock, args.at_rest, batch, args.srtp)
@@ -151,9 +154,17 @@ def main(argv: list[str] | None = None) -> None:
                 media.stop()
             results.append((sessions[0].config.media.packet_batch, ours / packets * 1e6, last_system / packets * 1e6))
     bare_us = bare_cpu / packets * 1e6
+    what = f"{packets} packets{', at rest' if args.at_rest else ''}{', SRTP' if args.srtp else ''}"
+    by_batch: dict[int, list[tuple[float, float]]] = {}
     for batch, ours_us, system_us in results:
-        print(f"summary: siprecd path {ours_us:.2f} us/packet (packet_batch {batch}; kernel {system_us:.2f}), bare media path "
-              f"{bare_us:.2f} us/packet, ratio {ours_us / bare_us:.2f}x ({packets} packets{', at rest' if args.at_rest else ''}{', SRTP' if args.srtp else ''})")
+        by_batch.setdefault(batch, []).append((ours_us, system_us))
+        if args.rounds > 1:
+            print(f"  packet_batch {batch}: {ours_us:.2f} us/packet (kernel {system_us:.2f})")
+    for batch, figures in by_batch.items():
+        ours_us, system_us = statistics.median(f[0] for f in figures), statistics.median(f[1] for f in figures)
+        rounds = f", median of {len(figures)}, min {min(f[0] for f in figures):.2f}" if len(figures) > 1 else ""
+        print(f"summary: siprecd path {ours_us:.2f} us/packet (packet_batch {batch}; kernel {system_us:.2f}{rounds}), "
+              f"bare media path {bare_us:.2f} us/packet, ratio {ours_us / bare_us:.2f}x ({what})")
 
 
 if __name__ == "__main__":
