@@ -359,7 +359,7 @@ class RTPProtocol(DatagramProtocol):
             return
         queue = recorder.queue
         if queue is not None:
-            if len(datagram) >= 12 and datagram[0] == 0x80:
+            if len(datagram) >= 12 and datagram[0] == 0x80:  # runs.is_plain, inline
                 # Plain header (its parse cannot fail): queued for the recording's settle(),
                 # which takes runs of such packets in one step ([media] packet_batch).
                 queue.append(datagram)

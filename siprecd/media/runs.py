@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple
 
-__all__ = ["PLAIN", "RunStart", "is_plain", "run_start", "take_run"]
+__all__ = ["PLAIN", "is_plain", "take_run"]
 
 _FIXED = struct.Struct("!BBHII")
 #: First octet of a plain RTP packet: version 2, no padding, no extension, no CSRC.  Only such
@@ -21,25 +20,9 @@ _FIXED = struct.Struct("!BBHII")
 PLAIN = 0x80
 
 
-class RunStart(NamedTuple):
-    """The header of a run's first packet."""
-
-    payload_type: int
-    sequence: int
-    timestamp: int
-    ssrc: int
-    payload_size: int
-
-
 def is_plain(datagram: bytes) -> bool:
     """A version-2 packet with the bare 12-octet header (what the queue holds)."""
     return len(datagram) >= 12 and datagram[0] == PLAIN
-
-
-def run_start(datagram: bytes) -> RunStart:
-    """The fields a run needs from a plain packet (see :func:`is_plain`)."""
-    _b0, b1, seq, ts, ssrc = _FIXED.unpack_from(datagram)
-    return RunStart(b1, seq, ts, ssrc, len(datagram) - 12)
 
 
 def take_run(datagrams: Sequence[bytes], start: int, end: int) -> int:
