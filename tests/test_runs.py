@@ -25,7 +25,7 @@ from siprecd.crypto.files import decrypt_stream
 from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.media.ports import PortPair
 from siprecd.media.rtp import build_rtp
-from siprecd.media.runs import is_plain, take_run
+from siprecd.media.runs import payload_offset, queueable, take_run
 from siprecd.media.stats import SourceStats
 from siprecd.media.timeline import Timeline
 from siprecd.recording.session import RecordedStream, RecordingSession
@@ -93,8 +93,8 @@ def scenario(seed: int, *, seconds: float = 9.0, srtp: bool = False) -> list[tup
                 ts = (ts + 123456) & 0xFFFFFFFF
             elif k == 260:  # and its sequence numbers restart
                 seq = (seq + 20000) & 0xFFFF
-            elif k == 280:  # a header extension (not a plain header: taken on its own)
-                extension = (0xBEDE, b"\x10\x22\x00\x00")
+            elif 300 <= k < 340:  # header extensions (RFC 8285 audio level, say) of two sizes
+                extension = (0xBEDE, bytes([0x10, k & 0x7F, 0, 0]) * (1 if k < 330 else 2))
             elif k == 290:  # a CSRC
                 pass
             roll = rng.random()
@@ -330,11 +330,28 @@ class TakeRunTests(SynchronousTestCase):
     def test_no_run_starts_at_an_odd_packet(self) -> None:
         base = self.packets(4)
         self.assertEqual(take_run([build_rtp(0, 9, 840, 0x1234, bytes(160), marker=True)] + base, 0, 5), 1)
-        odd = build_rtp(0, 9, 840, 0x1234, bytes(160), extension=(1, b"\0\0\0\0"))
-        self.assertFalse(is_plain(odd))
-        self.assertEqual(take_run([odd] + base, 0, 5), 1)
-        self.assertEqual(take_run([b"\x80\x00"] + base, 0, 5), 1)
-        self.assertTrue(is_plain(base[0]))
+        for odd in (
+            build_rtp(0, 9, 840, 0x1234, bytes(160), csrcs=(5,)),
+            build_rtp(0, 9, 840, 0x1234, bytes(160), padding=4),
+            build_rtp(0, 9, 840, 0x1234, b"", extension=(1, b"\0\0\0\0"))[:-4],  # extension cut short
+            b"\x80\x00",
+        ):
+            self.assertFalse(queueable(odd), odd)
+            self.assertEqual(take_run([odd] + base, 0, 5), 1)
+        self.assertTrue(queueable(base[0]))
+
+    def test_runs_with_a_header_extension(self) -> None:
+        def extended(seq: int, level: int, words: int = 1) -> bytes:
+            return build_rtp(0, seq, 160 * seq, 0x1234, bytes(160), extension=(0xBEDE, bytes([0x10, level, 0, 0]) * words))
+
+        packets = [extended(seq, seq) for seq in range(10, 16)]  # the extension's content varies
+        self.assertTrue(all(queueable(p) for p in packets))
+        self.assertEqual(payload_offset(packets[0]), 20)
+        self.assertEqual(take_run(packets, 0, 6), 6)
+        # Another extension length (a second word) ends the run; so does a plain packet.
+        self.assertEqual(take_run(packets[:3] + [extended(13, 0, words=2)] + packets[4:], 0, 6), 3)
+        plain = build_rtp(0, 13, 160 * 13, 0x1234, bytes(160))
+        self.assertEqual(take_run(packets[:3] + [plain] + packets[4:], 0, 6), 3)
 
 
 class StepTests(SynchronousTestCase):

@@ -22,7 +22,7 @@ from siprecd.crypto.at_rest import AtRest
 from siprecd.media.codecs import Decoder, decoder_for, duration_of
 from siprecd.media.dtmf import DtmfEvent
 from siprecd.media.rtp import RtpPacket, parse_rtp
-from siprecd.media.runs import take_run
+from siprecd.media.runs import payload_offset, take_run
 from siprecd.media.stats import StreamCounters, StreamStats
 from siprecd.media.timeline import Silence, Timeline
 from siprecd.recording.oggopus import OggOpusWriter
@@ -201,7 +201,8 @@ class StreamRecorder:
         G.711) in one step each; returns how many packets the timeline placed from its front."""
         first = queue[start]
         _b0, payload_type, seq, ts, ssrc = _FIXED.unpack_from(first)
-        payload = first[12:]
+        offset: int = payload_offset(first)  # type: ignore[assignment]  # queued: not None
+        payload = first[offset:]
         timeline = self.timeline
         if timeline.pending:
             self.consume()
@@ -214,7 +215,7 @@ class StreamRecorder:
         if self.failed is not None:
             return placed
         if placed > 1:
-            payload = b"".join([datagram[12:] for datagram in queue[start:start + placed]])
+            payload = b"".join([datagram[offset:] for datagram in queue[start:start + placed]])
         pcm = self._fast[1](payload, 2)  # type: ignore[misc]
         try:
             self.writer.write(pcm)
