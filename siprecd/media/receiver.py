@@ -29,7 +29,7 @@ from twisted.internet.protocol import DatagramProtocol
 from siprecd.media.demux import DTLS, classify
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
-from siprecd.media.runs import PLAIN, queueable
+from siprecd.media.runs import queueable
 from siprecd.media.stats import StreamStats
 from siprecd.security.carried import Carried, carried_counters
 from siprecd.security.srtp import DIRECT_ERRORS, SRTPError
@@ -360,7 +360,7 @@ class RTPProtocol(DatagramProtocol):
             return
         queue = recorder.queue
         if queue is not None:
-            if len(datagram) >= 12 and (datagram[0] == PLAIN or queueable(datagram)):
+            if len(datagram) >= 12 and (datagram[0] == 0x80 or queueable(datagram)):  # 0x80: PLAIN
                 # A header whose parse cannot fail (plain, or with an extension: inline for
                 # the plain one): queued for the recording's settle(), which takes runs of
                 # such packets in one step ([media] packet_batch).
