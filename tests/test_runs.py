@@ -302,6 +302,28 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertGreater(sum(taken), 0.6 * len([e for e in events if e[2] == "rtp"]))
 
 
+class QueueTests(SynchronousTestCase):
+    def test_only_g711_files_queue(self) -> None:
+        # G.722 and Opus have no run path: queueing would only delay them.
+        from siprecd.recording.recorder import StreamRecorder
+        from siprecd.sdp import StreamChoice
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        queues = {}
+        for index, (codec, rate, pt) in enumerate((("PCMU", 8000, 0), ("PCMA", 8000, 8), ("G722", 8000, 9))):
+            choice = StreamChoice(index=index, media_type="audio", label=str(index), accepted=True, direction="recvonly",
+                                  offered_direction="sendonly", on_hold=False, codec=codec, clock_rate=rate,
+                                  payload_type=pt, channels=1)
+            for batch in (1, 8):
+                recorder = StreamRecorder(directory, choice, origin=T0, reorder_window=8, max_delay=0.2,
+                                          chunk_size=8192, opus_passthrough=False, batch=batch, segment=batch)
+                queues[codec, batch] = recorder.queue
+                recorder.finish()
+        self.assertEqual(queues, {("PCMU", 1): None, ("PCMU", 8): [], ("PCMA", 1): None, ("PCMA", 8): [],
+                                  ("G722", 1): None, ("G722", 8): None})
+
+
 class TakeRunTests(SynchronousTestCase):
     def packets(self, count: int, seq: int = 10, ts: int = 1000, **changes: Any) -> list[bytes]:
         return [build_rtp(0, (seq + i) & 0xFFFF, (ts + 160 * i) & 0xFFFFFFFF, 0x1234, bytes(160), **changes)

@@ -83,10 +83,11 @@ class StreamRecorder:
         self.choice = choice
         self.codec = choice.codec  # the first codec: the file's (a re-offer may change choice)
         self._counters = StreamCounters()
-        # [media] packet_batch: the receiver queues plain datagrams (decrypted, replay-checked)
-        # here and settle() takes them, runs in one step; None: every packet at once (batch 1).
+        # [media] packet_batch: the receiver queues datagrams (decrypted, replay-checked) here
+        # and settle() takes them, runs in one step; None: every packet at once (batch 1, or a
+        # codec without the G.711 fast path below, which has no runs to take).
         self.batch = batch
-        self.queue: list[bytes] | None = [] if batch > 1 else None
+        self.queue: list[bytes] | None = None
         self.arrivals: list[float] = []
         self.stats: StreamStats | None = None  # the stream's RTP statistics (StreamMedia.attach)
         self.events: list[dict[str, Any]] = []
@@ -103,6 +104,8 @@ class StreamRecorder:
         convert = getattr(decoder, "convert", None)
         if convert is not None and not _BIG_ENDIAN and not self.passthrough:
             self._fast = (choice.payload_type, convert)
+            if batch > 1:
+                self.queue = []
         self._per_unit = decoder.samples_per_timestamp_unit
         telephone = (choice.telephone_event_pt,) if choice.telephone_event_pt is not None else ()
         self.timeline = Timeline(
