@@ -25,7 +25,7 @@ from siprecd.crypto.files import decrypt_stream
 from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.media.ports import PortPair
 from siprecd.media.rtp import build_rtp
-from siprecd.media.runs import is_plain, take_run
+from siprecd.media.runs import payload_offset, queueable, take_run
 from siprecd.media.stats import SourceStats
 from siprecd.media.timeline import Timeline
 from siprecd.recording.session import RecordedStream, RecordingSession
@@ -93,8 +93,8 @@ def scenario(seed: int, *, seconds: float = 9.0, srtp: bool = False) -> list[tup
                 ts = (ts + 123456) & 0xFFFFFFFF
             elif k == 260:  # and its sequence numbers restart
                 seq = (seq + 20000) & 0xFFFF
-            elif k == 280:  # a header extension (not a plain header: taken on its own)
-                extension = (0xBEDE, b"\x10\x22\x00\x00")
+            elif 300 <= k < 340:  # header extensions (RFC 8285 audio level, say) of two sizes
+                extension = (0xBEDE, bytes([0x10, k & 0x7F, 0, 0]) * (1 if k < 330 else 2))
             elif k == 290:  # a CSRC
                 pass
             roll = rng.random()
@@ -302,6 +302,28 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertGreater(sum(taken), 0.6 * len([e for e in events if e[2] == "rtp"]))
 
 
+class QueueTests(SynchronousTestCase):
+    def test_only_g711_files_queue(self) -> None:
+        # G.722 and Opus have no run path: queueing would only delay them.
+        from siprecd.recording.recorder import StreamRecorder
+        from siprecd.sdp import StreamChoice
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        queues = {}
+        for index, (codec, rate, pt) in enumerate((("PCMU", 8000, 0), ("PCMA", 8000, 8), ("G722", 8000, 9))):
+            choice = StreamChoice(index=index, media_type="audio", label=str(index), accepted=True, direction="recvonly",
+                                  offered_direction="sendonly", on_hold=False, codec=codec, clock_rate=rate,
+                                  payload_type=pt, channels=1)
+            for batch in (1, 8):
+                recorder = StreamRecorder(directory, choice, origin=T0, reorder_window=8, max_delay=0.2,
+                                          chunk_size=8192, opus_passthrough=False, batch=batch, segment=batch)
+                queues[codec, batch] = recorder.queue
+                recorder.finish()
+        self.assertEqual(queues, {("PCMU", 1): None, ("PCMU", 8): [], ("PCMA", 1): None, ("PCMA", 8): [],
+                                  ("G722", 1): None, ("G722", 8): None})
+
+
 class TakeRunTests(SynchronousTestCase):
     def packets(self, count: int, seq: int = 10, ts: int = 1000, **changes: Any) -> list[bytes]:
         return [build_rtp(0, (seq + i) & 0xFFFF, (ts + 160 * i) & 0xFFFFFFFF, 0x1234, bytes(160), **changes)
@@ -330,11 +352,28 @@ class TakeRunTests(SynchronousTestCase):
     def test_no_run_starts_at_an_odd_packet(self) -> None:
         base = self.packets(4)
         self.assertEqual(take_run([build_rtp(0, 9, 840, 0x1234, bytes(160), marker=True)] + base, 0, 5), 1)
-        odd = build_rtp(0, 9, 840, 0x1234, bytes(160), extension=(1, b"\0\0\0\0"))
-        self.assertFalse(is_plain(odd))
-        self.assertEqual(take_run([odd] + base, 0, 5), 1)
-        self.assertEqual(take_run([b"\x80\x00"] + base, 0, 5), 1)
-        self.assertTrue(is_plain(base[0]))
+        for odd in (
+            build_rtp(0, 9, 840, 0x1234, bytes(160), csrcs=(5,)),
+            build_rtp(0, 9, 840, 0x1234, bytes(160), padding=4),
+            build_rtp(0, 9, 840, 0x1234, b"", extension=(1, b"\0\0\0\0"))[:-4],  # extension cut short
+            b"\x80\x00",
+        ):
+            self.assertFalse(queueable(odd), odd)
+            self.assertEqual(take_run([odd] + base, 0, 5), 1)
+        self.assertTrue(queueable(base[0]))
+
+    def test_runs_with_a_header_extension(self) -> None:
+        def extended(seq: int, level: int, words: int = 1) -> bytes:
+            return build_rtp(0, seq, 160 * seq, 0x1234, bytes(160), extension=(0xBEDE, bytes([0x10, level, 0, 0]) * words))
+
+        packets = [extended(seq, seq) for seq in range(10, 16)]  # the extension's content varies
+        self.assertTrue(all(queueable(p) for p in packets))
+        self.assertEqual(payload_offset(packets[0]), 20)
+        self.assertEqual(take_run(packets, 0, 6), 6)
+        # Another extension length (a second word) ends the run; so does a plain packet.
+        self.assertEqual(take_run(packets[:3] + [extended(13, 0, words=2)] + packets[4:], 0, 6), 3)
+        plain = build_rtp(0, 13, 160 * 13, 0x1234, bytes(160))
+        self.assertEqual(take_run(packets[:3] + [plain] + packets[4:], 0, 6), 3)
 
 
 class StepTests(SynchronousTestCase):

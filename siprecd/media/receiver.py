@@ -29,6 +29,7 @@ from twisted.internet.protocol import DatagramProtocol
 from siprecd.media.demux import DTLS, classify
 from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_rtcp
 from siprecd.media.rtp import MalformedPacket, parse_rtp
+from siprecd.media.runs import queueable
 from siprecd.media.stats import StreamStats
 from siprecd.security.carried import Carried, carried_counters
 from siprecd.security.srtp import DIRECT_ERRORS, SRTPError
@@ -359,9 +360,10 @@ class RTPProtocol(DatagramProtocol):
             return
         queue = recorder.queue
         if queue is not None:
-            if len(datagram) >= 12 and datagram[0] == 0x80:
-                # Plain header (its parse cannot fail): queued for the recording's settle(),
-                # which takes runs of such packets in one step ([media] packet_batch).
+            if len(datagram) >= 12 and (datagram[0] == 0x80 or queueable(datagram)):  # 0x80: PLAIN
+                # A header whose parse cannot fail (plain, or with an extension: inline for
+                # the plain one): queued for the recording's settle(), which takes runs of
+                # such packets in one step ([media] packet_batch).
                 queue.append(datagram)
                 recorder.arrivals.append(media.clock.seconds())
                 if len(queue) >= recorder.batch:
