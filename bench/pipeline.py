@@ -41,14 +41,9 @@ class _Transport:
         pass
 
 
-def make_sessions(count: int, directory: str, clock: Clock, at_rest: bool,
-                  chunk_size: int | None = None) -> list[SessionMedia]:
-    environ = {"SIPRECD_RECORDING_DIRECTORY": directory}
-    if chunk_size is not None:
-        environ["SIPRECD_RECORDING_CHUNK_SIZE"] = str(chunk_size)
-    config = load_config(None, environ)
-    # The server's AtRest takes [recording] chunk_size too (service.py).
-    keys = AtRest(MemoryKeyStore(), "AES-256-GCM", chunk_size=config.recording.chunk_size) if at_rest else None
+def make_sessions(count: int, directory: str, clock: Clock, at_rest: bool) -> list[SessionMedia]:
+    config = load_config(None, {"SIPRECD_RECORDING_DIRECTORY": directory})
+    keys = AtRest(MemoryKeyStore(), "AES-256-GCM") if at_rest else None
     offer = parse(OFFER)
     sessions = []
     for n in range(count):
@@ -86,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--at-rest", action="store_true")
-    parser.add_argument("--chunk-size", type=int, help="[recording] chunk_size (default: the config's)")
     parser.add_argument("--profile", help="write the siprecd run's cProfile stats here, print the top")
     args = parser.parse_args(argv)
     packets = 2 * args.sessions * round(args.seconds / 0.02)
@@ -97,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         bare_cpu = drive([p.datagramReceived for p in bare], args.seconds, clock)
         for path in bare:
             path.finish()
-        sessions = make_sessions(args.sessions, directory, clock, args.at_rest, args.chunk_size)
+        sessions = make_sessions(args.sessions, directory, clock, args.at_rest)
         receivers = [s.media.rtp.datagramReceived for m in sessions for s in m.session.streams]
         profiler = cProfile.Profile() if args.profile else None
         if profiler:

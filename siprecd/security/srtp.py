@@ -11,10 +11,10 @@ callers count failures, key material stays inside.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import pylibsrtp
+import threading
 
 from siprecd.security.gcm import AESGCMTransform
 from siprecd.security.suites import SUITES, Suite
