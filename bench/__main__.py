@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=20000, help="first RTP port of the media runs (below the ephemeral range)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a siprecd config key for the siprecd runs (repeatable)")
+    parser.add_argument("--server-workers", type=int, default=1, metavar="N",
+                        help="siprecd's [service] workers for the siprecd runs (1: one process; CPU and "
+                             "memory are summed over the parent and its workers)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (recordings, logs)")
     args = parser.parse_args(argv)
     overrides: dict[str, dict[str, str]] = {}
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (equals and dot and section and key):
             parser.error(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. recording.chunk_size=8192")
         overrides.setdefault(section, {})[key] = value
+    if args.server_workers < 1:
+        parser.error("--server-workers: at least 1")
+    if args.server_workers > 1:
+        overrides.setdefault("service", {})["workers"] = str(args.server_workers)
 
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="siprecd-bench-")
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         srtp_modes.append(True)
     elif args.srtp == "auto":
         print("SRTP: this server has no siprecd.security.srtp (SDES not merged): plain RTP only", flush=True)
-    figures = Figures()
+    figures = Figures(server_workers=args.server_workers)
     for srtp in srtp_modes:
         for receiver in receivers:
             for streams in steps:

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
+T = TypeVar("T")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -45,15 +47,53 @@ def udp_queues(ports: Iterable[int], text: str | None = None) -> Queues:
     return Queues(sockets, queued, nonempty, drops)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants that are alive now (with ``[service] workers = N`` the
+    server is a parent and N worker processes: CPU and memory are the whole tree's)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended while listed
+        children.setdefault(parent, []).append(int(entry))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, ()))
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+    """User + system CPU time so far of a process and its live descendants."""
+    return _own_cpu(pid) + sum(_quietly(_own_cpu, member, 0.0) for member in process_tree(pid)[1:])
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its live descendants."""
+    return _own_rss(pid) + sum(_quietly(_own_rss, member, 0) for member in process_tree(pid)[1:])
+
+
+def _quietly(read: Callable[[int], T], pid: int, gone: T) -> T:
+    """A descendant may end between listing and reading: it then counts as ``gone``."""
+    try:
+        return read(pid)
+    except (OSError, ValueError):
+        return gone
+
+
+def _own_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         # The command name may hold spaces: fields are counted after its closing parenthesis.
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def rss_bytes(pid: int) -> int:
+def _own_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             if line.startswith("VmRSS:"):
@@ -101,7 +141,8 @@ def profile_seconds(seconds: float) -> int:
 def record_profile(pid: int, seconds: float, output: str, rate: int = 250) -> subprocess.Popen[bytes]:
     """Start ``py-spy record`` (collapsed stacks) on a running process; wait() on the result."""
     command = ["py-spy", "record", "--pid", str(pid), "--duration", str(profile_seconds(seconds)),
-               "--rate", str(rate), "--format", "raw", "--output", output, "--nonblocking"]
+               "--rate", str(rate), "--format", "raw", "--output", output, "--nonblocking",
+               "--subprocesses"]
     venv_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     if os.path.exists(venv_spy):
         command[0] = venv_spy

@@ -14,6 +14,7 @@ class Figures:
     cps_baseline: list[Step] = field(default_factory=list)
     cps_siprecd: list[Step] = field(default_factory=list)
     cps_srtp: bool = False  # the call-rate offers were SDES-SRTP
+    server_workers: int = 1  # siprecd's [service] workers in the siprecd runs
 
     def add(self, result: RunResult) -> None:
         self.runs.append(result)
@@ -81,4 +82,5 @@ def summary_line(figures: Figures) -> str:
     parts.append(f"generator late>5ms max {worst_late * 100:.2f}%"
                  + (f" ({dropped} run(s) with a late generator not counted)" if dropped else "")
                  + (f", CPU max {worst_cpu:.2f} us/packet ({'/'.join(senders)} sender)" if senders else ""))
-    return "summary: " + "; ".join(parts)
+    workers = f" (siprecd with {figures.server_workers} workers)" if figures.server_workers > 1 else ""
+    return f"summary{workers}: " + "; ".join(parts)

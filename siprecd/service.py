@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -27,7 +27,7 @@ from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.stack import SIPStack
 from siprecd.sip.tls import server_options
 from siprecd.sip.transaction import TimerSettings
-from siprecd.sip.transport import StreamFactory, UDPTransport, stream_connector
+from siprecd.sip.transport import StreamFactory, Transports, UDPTransport, stream_connector
 from siprecd.sip.uas import Application, CoreSettings
 from siprecd.state.factory import state_store_from_config
 from siprecd.systemd import Notifier, NotifyService
@@ -39,15 +39,22 @@ from siprecd.web.dashboard import dashboard_resource
 from siprecd.web.metrics import MetricsResource
 from siprecd.web.root import access_log_formatter, build_root
 
+if TYPE_CHECKING:
+    from siprecd.workers.child import WorkerSide
+
 log = Logger()
 
 
 class SIPListeners(Service):
     """Binds UDP, TCP and TLS in privilegedStartService so ports below 1024 work under twistd."""
 
-    def __init__(self, reactor: Any, stack: SIPStack, config: Config) -> None:
+    def __init__(
+        self, reactor: Any, stack: SIPStack, config: Config, stream_factory: type[StreamFactory] = StreamFactory
+    ) -> None:
         self.reactor = reactor
         self.stack = stack
+        # The workers' parent counts its connections (ids the workers name them by).
+        self.stream_factory = stream_factory
         self.config = config
         self.ports: dict[str, IListeningPort] = {}
         self.tls: SwappableTLS | None = None
@@ -63,7 +70,7 @@ class SIPListeners(Service):
                 sip.udp_port, stack.transports.udp, interface=sip.bind_address, maxPacketSize=65535
             )
         if sip.tcp_port:
-            factory = StreamFactory("TCP", stack, limits, sip.max_connections)
+            factory = self.stream_factory("TCP", stack, limits, sip.max_connections)
             stack.transports.streams["TCP"] = factory
             self.ports["TCP"] = self.reactor.listenTCP(
                 sip.tcp_port, factory, interface=sip.bind_address
@@ -71,7 +78,7 @@ class SIPListeners(Service):
         if sip.tls_port:
             assert sip.tls_certificate and sip.tls_private_key
             options = server_options(sip.tls_certificate, sip.tls_private_key, sip.tls_ca_certificates)
-            factory = StreamFactory("TLS", stack, limits, sip.max_connections)
+            factory = self.stream_factory("TLS", stack, limits, sip.max_connections)
             stack.transports.streams["TLS"] = factory
             self.tls = SwappableTLS(options)
             self.ports["TLS"] = self.reactor.listenSSL(
@@ -115,7 +122,14 @@ class SequentialService(MultiService):
         return chain
 
 
-def build_stack(reactor: Any, config: Config, app: Application, metrics: Metrics | None = None) -> SIPStack:
+def build_stack(
+    reactor: Any,
+    config: Config,
+    app: Application,
+    metrics: Metrics | None = None,
+    transports: Transports | None = None,
+    rate_limiter: RateLimiter | None = None,
+) -> SIPStack:
     sip = config.sip
     tls = None
     if sip.tls_port and sip.tls_certificate and sip.tls_private_key:
@@ -126,9 +140,10 @@ def build_stack(reactor: Any, config: Config, app: Application, metrics: Metrics
         limits=Limits(max_message_size=sip.max_message_size, max_headers=sip.max_headers),
         timers=TimerSettings(t1=sip.t1, t2=sip.t2, t4=sip.t4),
         settings=CoreSettings(user_agent=sip.user_agent, advertised_address=sip.advertised_address),
-        rate_limiter=RateLimiter(reactor, sip.rate_limit, sip.rate_burst),
+        rate_limiter=rate_limiter or RateLimiter(reactor, sip.rate_limit, sip.rate_burst),
         connect=stream_connector(reactor, tls),
         metrics=metrics,
+        transports=transports,
     )
 
 
@@ -143,10 +158,16 @@ def recording_space_problem(config: Config) -> str | None:
     return None
 
 
-def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None = None) -> MultiService:
+def make_service(
+    reactor: Any, config: Config, environ: Mapping[str, str] | None = None, worker: WorkerSide | None = None
+) -> MultiService:
     """The whole server.  Start order: key rotation, SIP listeners, web, controller, systemd
     notification (READY=1 once all is bound); stop order is the reverse, one after the other:
-    STOPPING=1, drain the calls, stop the web, close the listeners."""
+    STOPPING=1, drain the calls, stop the web, close the listeners.
+
+    ``worker``: one of [service] workers processes (see :mod:`siprecd.workers.child`): SIP over
+    the relay to the parent instead of listeners, the web on an ephemeral loopback port, no
+    SIGHUP reload or systemd notification (the parent's), key rotation only in worker 0."""
     from siprecd.siprec.controller import build_controller
 
     environ = dict(os.environ) if environ is None else dict(environ)
@@ -163,19 +184,31 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
             encrypt_metadata=config.encryption.encrypt_metadata,
             chunk_size=config.recording.chunk_size,
         )
-        if config.encryption.rotation_interval:
+        # One rotation for the whole machine: the file key store is shared by the workers.
+        rotates = worker is None or worker.role.index == 0
+        if config.encryption.rotation_interval and rotates:
             KeyRotation(store, reactor, config.encryption.rotation_interval, metrics=metrics).setServiceParent(top)
     state = state_store_from_config(reactor, config, metrics)
     if hasattr(state, "setServiceParent"):
         state.setServiceParent(top)  # the Redis connection and the ownership heartbeat
     controller, controller_service = build_controller(reactor, config, at_rest, metrics, state)
-    stack = build_stack(reactor, config, controller, metrics)
+    listeners: SIPListeners | None = None
+    if worker is None:
+        stack = build_stack(reactor, config, controller, metrics)
+        listeners = SIPListeners(reactor, stack, config)
+        listeners.setServiceParent(top)
+        sip_problem = listeners.unbound
+    else:
+        verdict = worker.verdict(config)
+        stack = build_stack(reactor, config, controller, metrics, transports=worker.transports, rate_limiter=verdict)
+        stack.core.local_addresses.update(worker.role.addresses)
+        worker.relay.attach(stack, verdict)
+        worker.service.setServiceParent(top)
+        sip_problem = worker.service.unbound
     controller.attach(stack)
-    listeners = SIPListeners(reactor, stack, config)
-    listeners.setServiceParent(top)
     if config.web.port:
         checks = [
-            Check("sip_listeners", listeners.unbound),
+            Check("sip_listeners", sip_problem),
             Check("recording_directory", lambda: recording_space_problem(config)),
             Check("key_store", lambda: key_store_problem(store) if config.encryption.enabled else None),
             Check("state_store", state.problem),
@@ -198,11 +231,19 @@ def make_service(reactor: Any, config: Config, environ: Mapping[str, str] | None
             ),
             logFormatter=access_log_formatter,
         )
-        endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
-        StreamServerEndpointService(endpoint, site).setServiceParent(top)
+        if worker is None:
+            endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
+            StreamServerEndpointService(endpoint, site).setServiceParent(top)
+        else:
+            worker.web_service(site).setServiceParent(top)
     controller_service.setServiceParent(top)
-    ReloadService(reactor, config, lambda: listeners.tls, stack.core.rate_limiter).setServiceParent(top)
-    NotifyService(Notifier(environ), reactor).setServiceParent(top)
+    if listeners is not None:
+        tls_of = listeners
+        ReloadService(reactor, config, lambda: tls_of.tls, stack.core.rate_limiter).setServiceParent(top)
+        NotifyService(Notifier(environ), reactor).setServiceParent(top)
+    else:
+        assert worker is not None
+        worker.hello().setServiceParent(top)
     return top
 
 

@@ -309,6 +309,31 @@ class ProbeTests(unittest.TestCase):
         self.assertGreater(probes.rss_bytes(os.getpid()), 1 << 20)
         self.assertGreaterEqual(probes.cpu_seconds(os.getpid()), 0.0)
 
+    def test_process_tree_counts_the_workers(self) -> None:
+        # A parent with two children that allocate and spin: the tree's RSS and CPU include theirs.
+        import subprocess
+        import sys
+
+        code = ("import os, sys, time\n"
+                "blob = bytearray(64 << 20)\n"
+                "for i in range(0, len(blob), 4096): blob[i] = 1\n"
+                "end = time.process_time() + 0.3\n"
+                "while time.process_time() < end: pass\n"
+                "print('ready', flush=True); sys.stdin.read()\n")
+        parent_code = ("import subprocess, sys\n"
+                       f"kids = [subprocess.Popen([sys.executable, '-c', {code!r}], stdout=subprocess.PIPE) for _ in range(2)]\n"
+                       "[k.stdout.readline() for k in kids]\n"
+                       "print('ready', flush=True); sys.stdin.read()\n")
+        parent = subprocess.Popen([sys.executable, "-c", parent_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(parent.wait, 30)
+        self.addCleanup(parent.stdin.close)
+        self.assertEqual(parent.stdout.readline().strip(), b"ready")
+        tree = probes.process_tree(parent.pid)
+        self.assertEqual(len(tree), 3)
+        self.assertEqual(tree[0], parent.pid)
+        self.assertGreater(probes.rss_bytes(parent.pid), probes._own_rss(parent.pid) + (2 * 64 << 20) - (8 << 20))
+        self.assertGreaterEqual(probes.cpu_seconds(parent.pid), probes._own_cpu(parent.pid) + 0.5)
+
     def test_parse_metrics_sums_labels(self) -> None:
         text = ('# HELP x\n# TYPE siprecd_rtp_packets_total counter\n'
                 'siprecd_rtp_packets_total{codec="PCMU"} 10.0\nsiprecd_rtp_packets_total{codec="PCMA"} 5.0\n'
@@ -343,6 +368,8 @@ class SummaryTests(unittest.TestCase):
         self.assertTrue(line.startswith("summary: RTP siprecd: 2000 streams zero-loss (count-only 3000, 0.67x)"), line)
         self.assertIn("at 1000: CPU 10.00 us/pkt (bare path 5.00, 2.00x), 64 KiB/call, jitter +0.00 ms", line)
         self.assertTrue(line.endswith("generator late>5ms max 0.00%, CPU max 0.00 us/packet (python sender)"), line)
+        figures.server_workers = 2
+        self.assertTrue(summary_line(figures).startswith("summary (siprecd with 2 workers): RTP siprecd: 2000"))
 
 
 class CallRateTests(unittest.TestCase):

@@ -42,12 +42,19 @@ class FakeDatagramTransport:
 
 
 class FakeRecorder:
-    """What the receiver needs of a StreamRecorder: a timeline and consume()."""
+    """What the receiver needs of a StreamRecorder: a timeline, consume() and settle(); no
+    queue (``[media] packet_batch = 1``: every packet taken on arrival)."""
+
+    queue = None
 
     def __init__(self) -> None:
         self.timeline = Timeline(8000, duration_of=lambda pt, payload: len(payload), origin=None)
         self.events: list = []
         self.consumed = 0
+        self.stats = None
+
+    def settle(self) -> None:
+        pass
 
     def consume(self) -> None:
         self.consumed += 1

@@ -121,6 +121,8 @@ class MixerTests(unittest.TestCase):
         packet = tone(1000, 0.02, 8000).tobytes()
         for _ in range(100):  # 2 s of left, nothing on the right
             mixer.append(0, packet)
+        self.assertEqual(mixer.frames, 0)  # padding happens at a flush only
+        mixer.flush()
         # Output kept flowing with silence on the right; memory stayed under the lag.
         self.assertGreaterEqual(mixer.frames, 16000 - 4000)
         self.assertLessEqual(16000 - mixer.frames, 4000)

@@ -293,7 +293,7 @@ class TickTests(SessionMediaTestCase):
             raise RecordingWriteError(recorder.writer.part_path, OSError(errno.EIO, "Input/output error"))
 
         self.patch(recorder.writer, "write", io_error)
-        self.play(0.1, (0,))  # must not raise
+        self.play(0.4, (0,))  # must not raise (more packets than the largest packet_batch)
         self.assertIsNotNone(recorder.failed)
         self.assertEqual(self.failures, [])
         self.clock.advance(1.0)

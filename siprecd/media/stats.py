@@ -11,6 +11,7 @@ recording.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from siprecd.media.rtcp import ReportBlock, ntp_middle
@@ -134,6 +135,41 @@ class SourceStats:
             return True
         return self._update(seq, rtp_timestamp, arrival)
 
+    def update_run(self, seq: int, rtp_timestamp: int, step: int, arrivals: Sequence[float], start: int, end: int) -> None:
+        """``end - start`` packets with sequence numbers +1 and timestamps +``step`` from
+        ``(seq, rtp_timestamp)``, arrived at ``arrivals[start:end]``: what as many
+        :meth:`update` calls would leave, in one step where :meth:`update`'s fast path applies
+        (the jitter still takes each arrival, in the same float operations)."""
+        last = self._last_ts
+        if self.probation or last is None or seq != (self.max_seq + 1) & 0xFFFF:
+            for index in range(start, end):
+                self.update((seq + index - start) & 0xFFFF, (rtp_timestamp + (index - start) * step) & 0xFFFFFFFF, arrivals[index])
+            return
+        count = end - start
+        last_seq = seq + count - 1
+        if last_seq > 0xFFFF:
+            self.cycles += RTP_SEQ_MOD  # the run crossed sequence number 0
+            last_seq &= 0xFFFF
+        elif not seq:
+            self.cycles += RTP_SEQ_MOD
+        self.max_seq = last_seq
+        self.received += count
+        rate = self.clock_rate
+        jitter = self.jitter
+        previous = self._last_arrival
+        delta = ((rtp_timestamp - last + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        for index in range(start, end):
+            arrival = arrivals[index]
+            d = (arrival - previous) * rate - delta
+            if d < 0:
+                d = -d
+            jitter += (d - jitter) * 0.0625
+            previous = arrival
+            delta = step
+        self.jitter = jitter
+        self._last_ts = (rtp_timestamp + (count - 1) * step) & 0xFFFFFFFF
+        self._last_arrival = previous
+
     def _update(self, seq: int, rtp_timestamp: int, arrival: float) -> bool:
         if self.probation:
             if self._first:
@@ -248,6 +284,13 @@ class StreamStats:
         if current is None or current.ssrc != packet.ssrc:
             current = self._source(packet.ssrc)
         return current.update(packet.sequence, packet.timestamp, arrival)
+
+    def update_run(self, ssrc: int, seq: int, rtp_timestamp: int, step: int, arrivals: Sequence[float], start: int, end: int) -> None:
+        """:meth:`update` for each packet of a run (see :meth:`SourceStats.update_run`)."""
+        current = self._current
+        if current is None or current.ssrc != ssrc:
+            current = self._source(ssrc)
+        current.update_run(seq, rtp_timestamp, step, arrivals, start, end)
 
     def _source(self, ssrc: int) -> SourceStats:
         sources = self.sources

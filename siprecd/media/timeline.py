@@ -232,6 +232,74 @@ class Timeline:
         self._reason = None
         self._out.append(packet)
 
+    def push_run(
+        self,
+        ssrc: int,
+        payload_type: int,
+        sequence: int,
+        timestamp: int,
+        payload: bytes,
+        arrivals: Sequence[float],
+        start: int,
+        end: int,
+    ) -> int:
+        """Place a run (:func:`siprecd.media.runs.take_run`) of ``end - start`` packets in one
+        step, exactly as :meth:`push` would place them one by one; returns how many it placed
+        from the front (0: none; the caller pushes the rest one by one).
+
+        ``payload`` is the first packet's (every packet of a run has that size; its duration
+        must be the run's timestamp step: one unit per octet, which the caller vouches for by
+        giving only codecs whose duration is their size).  ``arrivals[start:end]`` are the
+        packets' arrival times.  Nothing is added to :meth:`drain`'s events: the run is audio
+        from the old :attr:`position` to the new one, and the caller writes it itself.  Only
+        what push's fast path would do is done here (same source, in sequence, nothing held,
+        the audio payload type of before, timestamps agreeing with arrival times); the first
+        packet that would leave that path ends the run.
+        """
+        if (
+            ssrc != self._ssrc
+            or sequence != self._next_seq
+            or self._held
+            or payload_type != self._pt
+            or self._ref_ts is None
+            or self._out
+        ):
+            return 0
+        step = len(payload)
+        if self._duration_of(payload_type, payload) != step:
+            return 0
+        ref_arrival: float = self._ref_arrival  # type: ignore[assignment]
+        delta = ((timestamp - self._ref_ts + _HALF) & _MASK32) - _HALF
+        if self._ref_pos + delta != self._end:
+            return 0
+        rate = self.clock_rate
+        tolerance = self._tolerance
+        low = -tolerance
+        index = start
+        # The per-packet drift check, in push's float operations so the outcome is the same.
+        while index < end:
+            arrival = arrivals[index]
+            drift = delta - (arrival - ref_arrival) * rate
+            if not low <= drift <= tolerance:
+                break
+            ref_arrival = arrival
+            delta = step
+            index += 1
+        placed = index - start
+        if not placed:
+            return 0
+        counters = self.counters
+        counters.packets += placed
+        counters.bytes += placed * step
+        self._last_arrival = ref_arrival
+        self._next_seq = (sequence + placed) & 0xFFFF
+        self._ref_ts = (timestamp + (placed - 1) * step) & _MASK32
+        self._ref_pos = self._end + (placed - 1) * step
+        self._ref_arrival = ref_arrival
+        self._end += placed * step
+        self._reason = None
+        return placed
+
     def finish(self) -> None:
         """End of the stream: release everything held, report an unfinished DTMF event and
         cover the time CN or DTMF is known to have lasted.  Later pushes are dropped."""

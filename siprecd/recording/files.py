@@ -37,6 +37,36 @@ def disk_free(path: str) -> int | None:
     return stats.f_bavail * stats.f_frsize
 
 
+ACTIVE = ".active"
+
+
+def active_index_name(worker_index: int | None) -> str:
+    """The index of one process: each of [service] workers has its own, so that a worker
+    restarting recovers only the sessions it had, never another worker's live calls."""
+    return ACTIVE if worker_index is None else f"{ACTIVE}.worker{worker_index}"
+
+
+def active_index_names(root: str) -> list[str]:
+    """Every active index under ``root``: a single process's and any worker's."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    return sorted(n for n in names if n == ACTIVE or (n.startswith(ACTIVE + ".worker") and n[len(ACTIVE) + 7:].isdigit()))
+
+
+def indexes_to_recover(root: str, worker_index: int | None, workers: int) -> list[str]:
+    """The active indexes this process closes at start-up (besides resuming its own stored
+    sessions): its own, and those nobody else will ever read after [service] workers changed,
+    a single process's taken by worker 0, and workers beyond the count by whoever runs now."""
+    own = active_index_name(worker_index)
+    if worker_index not in (None, 0):
+        return [own]
+    keep = {active_index_name(i) for i in range(workers)} if worker_index == 0 else set()
+    stale = [n for n in active_index_names(root) if n != own and n not in keep]
+    return [own] + stale
+
+
 class ActiveIndex:
     """``<root>/.active/<session_id>`` for every session in progress, holding its directory.
 
@@ -44,8 +74,8 @@ class ActiveIndex:
     the sessions whose files need recovering.
     """
 
-    def __init__(self, root: str) -> None:
-        self.path = os.path.join(root, ".active")
+    def __init__(self, root: str, name: str = ACTIVE) -> None:
+        self.path = os.path.join(root, name)
 
     def mark(self, session_id: str, directory: str) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from siprecd.recording.files import ActiveIndex, SessionFiles
+from siprecd.recording.files import ACTIVE, ActiveIndex, SessionFiles
 from siprecd.crypto.at_rest import SUFFIX
 from siprecd.recording.recovery import recover_directory
 from siprecd.recording.wav import PART_SUFFIX, publish
@@ -26,9 +26,17 @@ log = Logger()
 INTERRUPTED = "interrupted: siprecd stopped before the call ended; files recovered at start-up"
 
 
-def recover_interrupted(root: str, skip: Collection[str] = ()) -> list[dict[str, Any]]:
-    """Close every session of the active index but those in ``skip`` (resumed ones)."""
-    index = ActiveIndex(root)
+def recover_interrupted(
+    root: str, skip: Collection[str] = (), names: Collection[str] = (ACTIVE,)
+) -> list[dict[str, Any]]:
+    """Close every session of the active indexes ``names`` but those in ``skip`` (resumed ones)."""
+    report = []
+    for name in names:
+        report.extend(_recover_index(ActiveIndex(root, name), skip))
+    return report
+
+
+def _recover_index(index: ActiveIndex, skip: Collection[str]) -> list[dict[str, Any]]:
     report = []
     for session_id, directory in index.entries():
         if session_id in skip:

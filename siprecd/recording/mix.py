@@ -8,10 +8,12 @@ the lag between the two sides.
 
 Alignment is by sample position: the n-th output frame holds the n-th sample of each side.
 Both timelines are expected to start at the same instant and to fill their own gaps with
-silence.  If one side falls more than ``max_lag`` seconds behind (its timeline stalled, or
-it never started), the mixer pads it with silence to keep going and drops the same amount of
-that side's input when it arrives later, so positions stay aligned.  ``finish()`` pads the
-shorter side at the end.
+silence.  If one side is more than ``max_lag`` seconds behind at a ``flush()`` (its timeline
+stalled, or it never started), the mixer pads it with silence to keep going and drops the same
+amount of that side's input when it arrives later, so positions stay aligned.  Only at a flush:
+so the mix does not depend on how the sides' PCM was cut into appends (a stream taking its
+packets in batches writes the same mix as one taking them one by one); between flushes the side
+that is ahead holds its PCM.  ``finish()`` pads the shorter side at the end.
 
 Mono mixdown is the sum of both sides with clipping to 16 bits (``audioop.add``).
 """
@@ -124,20 +126,23 @@ class Mixer:
         batch = self._batch_bytes
         if len(pending) >= batch and len(other.pending) >= batch:
             self._emit()
-        lag = len(pending) - len(other.pending)
-        if lag > self._max_lag_bytes:
-            # The other side has stalled: give it silence up to max_lag/2 behind us.
-            padding = lag - self._max_lag_bytes // 2
-            padding -= padding % 2
-            other.pending += bytes(padding)
-            other.debt += padding
-            self.padded[1 - channel] += padding // 2
-            self._emit(self._batch_bytes)
 
     def flush(self) -> None:
-        """Emit everything both sides cover (before the sinks are flushed)."""
-        if not self.finished:
-            self._emit()
+        """Pad a side that lags by more than ``max_lag``, then emit everything both sides cover
+        (before the sinks are flushed)."""
+        if self.finished:
+            return
+        for channel in (0, 1):
+            ahead, behind = self._sides[channel], self._sides[1 - channel]
+            lag = len(ahead.pending) - len(behind.pending)
+            if lag > self._max_lag_bytes:
+                # The other side has stalled: give it silence up to max_lag/2 behind us.
+                padding = lag - self._max_lag_bytes // 2
+                padding -= padding % 2
+                behind.pending += bytes(padding)
+                behind.debt += padding
+                self.padded[1 - channel] += padding // 2
+        self._emit()
 
     def finish(self) -> None:
         """Pad the shorter side with silence and emit everything; idempotent."""

@@ -10,6 +10,7 @@ polls :attr:`failed` and ends the session cleanly.
 from __future__ import annotations
 
 import re
+import struct
 import sys
 import warnings
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from twisted.logger import Logger
 from siprecd.crypto.at_rest import AtRest
 from siprecd.media.codecs import Decoder, decoder_for, duration_of
 from siprecd.media.dtmf import DtmfEvent
-from siprecd.media.stats import StreamCounters
+from siprecd.media.rtp import RtpPacket, parse_rtp
+from siprecd.media.runs import take_run
+from siprecd.media.stats import StreamCounters, StreamStats
 from siprecd.media.timeline import Silence, Timeline
 from siprecd.recording.oggopus import OggOpusWriter
 from siprecd.recording.wav import RecordingWriteError, WavWriter
@@ -35,6 +38,7 @@ log = Logger()
 _ZEROS = bytes(65536)
 _BIG_ENDIAN = sys.byteorder == "big"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_FIXED = struct.Struct("!BBHII")
 
 
 def segment_name(name: str, segment: int) -> str:
@@ -73,11 +77,18 @@ class StreamRecorder:
         pcm_sink: Callable[[bytes], None] | None = None,
         at_rest: AtRest | None = None,
         segment: int = 1,
+        batch: int = 1,
     ) -> None:
         assert choice.codec is not None and choice.clock_rate is not None and choice.payload_type is not None
         self.choice = choice
         self.codec = choice.codec  # the first codec: the file's (a re-offer may change choice)
-        self.counters = StreamCounters()
+        self._counters = StreamCounters()
+        # [media] packet_batch: the receiver queues plain datagrams (decrypted, replay-checked)
+        # here and settle() takes them, runs in one step; None: every packet at once (batch 1).
+        self.batch = batch
+        self.queue: list[bytes] | None = [] if batch > 1 else None
+        self.arrivals: list[float] = []
+        self.stats: StreamStats | None = None  # the stream's RTP statistics (StreamMedia.attach)
         self.events: list[dict[str, Any]] = []
         self.failed: RecordingWriteError | None = None
         self.pcm_sink = pcm_sink
@@ -101,7 +112,7 @@ class StreamRecorder:
             max_delay=max_delay,
             telephone_event=telephone,
             origin=origin,
-            counters=self.counters,
+            counters=self._counters,
         )
         extension = "opus" if self.passthrough else "wav"
         self.file = stream_file_name(choice.index, choice.label, extension, segment)
@@ -126,8 +137,15 @@ class StreamRecorder:
         self._decoders[choice.payload_type] = decoder
         return decoder
 
+    @property
+    def counters(self) -> StreamCounters:
+        """What the timeline did with the stream's packets, queued ones included."""
+        self.settle()
+        return self._counters
+
     def renegotiated(self, choice: StreamChoice) -> None:
         """A re-offer kept this stream (same label): the codec may have changed."""
+        self.settle()  # what came before the re-offer is the old offer's (hold, codec change)
         self.choice = choice
         if (
             choice.payload_type is not None
@@ -140,6 +158,72 @@ class StreamRecorder:
             self._add_decoder(choice)
 
     # --- the packet path -------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Take every queued packet: runs (:func:`~siprecd.media.runs.take_run`) in one step,
+        anything else one by one exactly as it would have been taken on arrival.
+
+        Called when the queue holds ``batch`` packets and whenever state or time matters:
+        counter and statistics reads, RTCP, the flush tick, a re-offer, the stream's end.
+        """
+        queue = self.queue
+        if not queue:
+            return
+        arrivals = self.arrivals
+        self.queue = []
+        self.arrivals = []
+        count = len(queue)
+        fast_pt = self._fast[0]
+        index = 0
+        while index < count:
+            end = take_run(queue, index, count)
+            while index < end:
+                if end - index > 1 and queue[index][1] == fast_pt:
+                    placed = self._run(queue, arrivals, index, end)
+                    if placed:
+                        index += placed
+                        continue
+                self.take(parse_rtp(queue[index]), arrivals[index])  # plain: cannot fail
+                index += 1
+
+    def take(self, packet: RtpPacket, arrival: float) -> None:
+        """One packet on its own (what the receiver does itself when the batch is 1)."""
+        stats = self.stats
+        if stats is not None:
+            stats.update(packet, arrival)
+        timeline = self.timeline
+        timeline.push(packet, arrival)
+        if timeline.pending:
+            self.consume()
+
+    def _run(self, queue: list[bytes], arrivals: list[float], start: int, end: int) -> int:
+        """Statistics, timeline and file take the run ``queue[start:end]`` (the file's own
+        G.711) in one step each; returns how many packets the timeline placed from its front."""
+        first = queue[start]
+        _b0, payload_type, seq, ts, ssrc = _FIXED.unpack_from(first)
+        payload = first[12:]
+        timeline = self.timeline
+        if timeline.pending:
+            self.consume()
+        placed = timeline.push_run(ssrc, payload_type, seq, ts, payload, arrivals, start, end)
+        if not placed:
+            return 0
+        stats = self.stats
+        if stats is not None:
+            stats.update_run(ssrc, seq, ts, len(payload), arrivals, start, start + placed)
+        if self.failed is not None:
+            return placed
+        if placed > 1:
+            payload = b"".join([datagram[12:] for datagram in queue[start:start + placed]])
+        pcm = self._fast[1](payload, 2)  # type: ignore[misc]
+        try:
+            self.writer.write(pcm)
+            if self.pcm_sink is not None:
+                self.pcm_sink(pcm)
+        except RecordingWriteError as error:
+            self.failed = error
+            log.error("writing {file} failed: {error}", file=self.writer.path, error=error)
+        return placed
 
     def consume(self) -> None:
         """Write what the timeline released since the last call."""
@@ -233,6 +317,7 @@ class StreamRecorder:
     # --- housekeeping ----------------------------------------------------------------------
 
     def flush(self) -> None:
+        self.settle()
         if self.failed is not None or self.writer.finalized:
             return
         try:
@@ -242,6 +327,7 @@ class StreamRecorder:
 
     def finish(self) -> None:
         """End of the stream: flush the timeline and publish the file."""
+        self.settle()
         self.timeline.finish()
         self.consume()
         if self.writer.finalized:

@@ -11,10 +11,10 @@ callers count failures, key material stays inside.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import pylibsrtp
-import threading
 
 from siprecd.security.gcm import AESGCMTransform
 from siprecd.security.suites import SUITES, Suite
@@ -27,6 +27,11 @@ __all__ = ["InboundKeyRing", "InboundSRTP", "OutboundSRTCP", "OutboundSRTP", "SR
 # its ROC is above 0, or its sequence numbers may wrap before the next packet after an outage
 # (libsrtp, knowing nothing, would take ROC 0 for whatever comes first).
 CARRIED_INDEX = 0x8000
+
+
+#: What :attr:`InboundSRTP.direct_unprotect` raises for a packet that does not unprotect
+#: (ValueError: longer than libsrtp's buffer).
+DIRECT_ERRORS = (pylibsrtp.Error, ValueError)
 
 
 class SRTPError(Exception):
@@ -133,7 +138,7 @@ class _Context:
                 return self._libsrtp.protect(packet) if protect else self._libsrtp.unprotect(packet)
             assert self._python is not None
             return self._python.protect_rtp(packet) if protect else self._python.unprotect_rtp(packet)
-        except (pylibsrtp.Error, TransformError) as error:
+        except (pylibsrtp.Error, TransformError, ValueError) as error:  # ValueError: too long
             raise SRTPError(f"SRTP {'protect' if protect else 'unprotect'} failed: {error}") from None
 
     def protect_rtcp(self, packet: bytes) -> bytes:
@@ -220,6 +225,16 @@ class InboundSRTP:
     def on_libsrtp(self) -> bool:
         """True on pylibsrtp's fast path, False on siprecd's own transforms."""
         return self._context._libsrtp is not None
+
+    @property
+    def direct_unprotect(self) -> Callable[[bytes], bytes] | None:
+        """pylibsrtp's own SRTP unprotect when nothing of siprecd's stands before it (libsrtp,
+        no MKI), for the receiver to call straight (three Python calls less per packet); it
+        raises one of :data:`DIRECT_ERRORS` where :meth:`unprotect_rtp` raises SRTPError."""
+        libsrtp = self._context._libsrtp
+        if libsrtp is None or self.mki:
+            return None
+        return libsrtp.unprotect  # type: ignore[no-any-return]
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
         if self.mki:

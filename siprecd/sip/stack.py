@@ -50,11 +50,13 @@ class SIPStack:
         rate_limiter: RateLimiter | None = None,
         connect: Callable[[str, str, int, StreamFactory], Deferred[StreamProtocol]] | None = None,
         metrics: Metrics | None = None,
+        transports: Transports | None = None,
     ) -> None:
         self.limits = limits
         self.counters: Counter[str] = Counter()
         self.metrics = metrics
-        self.transports = Transports(connect)
+        # A worker of [service] workers sends through its parent's sockets instead.
+        self.transports = transports if transports is not None else Transports(connect)
         self.core = UASCore(clock, app, settings, rate_limiter or RateLimiter(clock, 0, 1))
         self.layer = TransactionLayer(clock, self.transports, self.core, timers, metrics=metrics)
         self.core.layer = self.layer

@@ -184,6 +184,10 @@ class Transports:
             return
         self._send(data, source.transport, source.host, source.port)
 
+    def send_to(self, data: bytes, transport: str, host: str, port: int) -> None:
+        """Bytes to an address: a connection open to it, or a new one (the workers' parent)."""
+        self._send(data, transport, host, port)
+
     def _send(self, data: bytes, transport: str, host: str, port: int) -> None:
         if transport == "UDP":
             if self.udp is None:

@@ -27,7 +27,15 @@ from siprecd.crypto.at_rest import AtRest
 from siprecd.errors import BadRequest, NotAcceptableHere, ServiceUnavailable
 from siprecd.media.ports import PortAllocator, PortProbe
 from siprecd.recording.interrupted import recover_interrupted
-from siprecd.recording.files import DISK_FULL, ActiveIndex, SessionFiles, disk_free, session_directory
+from siprecd.recording.files import (
+    DISK_FULL,
+    ActiveIndex,
+    SessionFiles,
+    active_index_name,
+    disk_free,
+    indexes_to_recover,
+    session_directory,
+)
 from siprecd.recording.session import RecordingSession, SessionState
 from siprecd.sdp import SessionDescription, build_answer, parse, plan_streams, serialize
 from siprecd.security.policy import SecurityPolicy
@@ -102,7 +110,7 @@ class Controller:
         self.takeovers = Takeovers(self)
         self.keeper = SessionKeeper(self)
         self.clock = clock
-        self.active = ActiveIndex(config.recording.directory)
+        self.active = ActiveIndex(config.recording.directory, active_index_name(config.worker_index))
         self.config = config
         self.ports = ports
         self.stack: SIPStack | None = None
@@ -553,7 +561,10 @@ class ControllerService(Service):
         # Sessions whose state is stored go on; the others a crash left open are closed, their
         # files repaired, before new calls arrive.
         resumed = controller.keeper.resume_stored()
-        recovered = recover_interrupted(controller.config.recording.directory, skip=resumed)
+        config = controller.config
+        root = config.recording.directory
+        names = indexes_to_recover(root, config.worker_index, config.service.workers)
+        recovered = recover_interrupted(root, skip=resumed, names=names)
         metrics = controller.metrics
         if metrics is not None:
             for _ in recovered:

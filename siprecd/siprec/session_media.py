@@ -122,6 +122,7 @@ class SessionMedia:
                     opus_passthrough=recording.opus_passthrough,
                     at_rest=self.at_rest,
                     segment=self.segment,
+                    batch=self.config.media.packet_batch,
                 )
                 media.attach(recorder, stream.choice.clock_rate or 8000)
                 created.append(media)
@@ -266,6 +267,7 @@ class SessionMedia:
         for stream in self.session.live_streams():
             recorder = stream.recorder
             if recorder is not None and not recorder.writer.finalized:
+                recorder.settle()
                 recorder.consume()
                 recorder.flush()
                 recorder.writer.close()

@@ -16,8 +16,26 @@ if TYPE_CHECKING:
 NODE_MARKER = ".node-id"
 
 
-def node_id(config: Config) -> str:
+def base_node_id(config: Config) -> str:
+    """This machine's name in a cluster: the same for every worker process of it."""
     return config.state.node_id or socket.gethostname()
+
+
+def node_id(config: Config) -> str:
+    """The owner of this process's sessions: one of [service] workers owns its calls alone."""
+    base = base_node_id(config)
+    return base if config.worker_index is None else f"{base}-w{config.worker_index}"
+
+
+def state_path(config: Config) -> str:
+    path = config.state.path or default_path(config.recording.directory)
+    if config.worker_index is None:
+        return path
+    # Each worker its own SQLite file beside the configured one: state.sqlite -> state.worker1.sqlite.
+    directory, base = os.path.split(path)
+    stem, dot, extension = base.rpartition(".")
+    suffix = f"worker{config.worker_index}"
+    return os.path.join(directory, f"{stem}.{suffix}.{extension}" if dot and stem else f"{base}.{suffix}")
 
 
 def directory_owner_problem(config: Config) -> str | None:
@@ -33,10 +51,10 @@ def directory_owner_problem(config: Config) -> str | None:
         return None
     except OSError as error:
         return f"cannot read {marker}: {error.strerror}"
-    if owner and owner != node_id(config):
+    if owner and owner != base_node_id(config):
         return (
             f"[recording] directory = {config.recording.directory} belongs to node {owner!r} "
-            f"({marker}), not {node_id(config)!r} ([state] node_id): each node of a cluster needs "
+            f"({marker}), not {base_node_id(config)!r} ([state] node_id): each node of a cluster needs "
             "its own recording directory"
         )
     return None
@@ -46,11 +64,11 @@ def mark_directory(config: Config) -> None:
     if config.state.backend == "redis":
         from siprecd.durable import atomic_write
 
-        atomic_write(os.path.join(config.recording.directory, NODE_MARKER), (node_id(config) + "\n").encode())
+        atomic_write(os.path.join(config.recording.directory, NODE_MARKER), (base_node_id(config) + "\n").encode())
 
 
 def local_store(config: Config) -> LocalStore:
-    return LocalStore(config.state.path or default_path(config.recording.directory))
+    return LocalStore(state_path(config))
 
 
 def state_store_from_config(reactor: Any, config: Config, metrics: Metrics | None = None) -> Any:

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from siprecd.crypto.container import KeyProvider
 from siprecd.crypto.files import decrypt_stream
 from siprecd.metadata.summary import numbers_in
+from siprecd.recording.files import active_index_names
 
 log = Logger()
 
@@ -367,10 +368,14 @@ class RecordingCatalog:
         return count, exact
 
     def _active(self) -> set[str]:
-        try:
-            return set(os.listdir(os.path.join(self.root, ".active")))
-        except OSError:
-            return set()
+        # One index per process: with [service] workers, each worker has its own.
+        active: set[str] = set()
+        for name in active_index_names(self.root):
+            try:
+                active.update(os.listdir(os.path.join(self.root, name)))
+            except OSError:
+                continue
+        return active
 
     def _entry(self, day: str, session_id: str) -> Entry | None:
         directory = os.path.join(day, session_id)

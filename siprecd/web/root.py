@@ -41,12 +41,15 @@ def build_root(
     protect: object | None = None,
     protect_health: bool = False,
     protect_metrics: bool = False,
+    health: Resource | None = None,
+    ready: Resource | None = None,
 ) -> Resource:
-    """``protect(resource)`` wraps a resource behind the configured credentials."""
+    """``protect(resource)`` wraps a resource behind the configured credentials.  ``health`` and
+    ``ready`` replace the single process's own (the parent of workers asks its workers too)."""
     guard = protect if protect is not None else (lambda resource: resource)
     root = dashboard if dashboard is not None else Resource()
-    health: Resource = Health(clock)
-    ready: Resource = Ready(checks)
+    health = health if health is not None else Health(clock)
+    ready = ready if ready is not None else Ready(checks)
     if protect_health:
         health, ready = guard(health), guard(ready)  # type: ignore[operator]
     root.putChild(b"health", health)

@@ -161,7 +161,10 @@ class Server:
             with socket.create_connection(("127.0.0.1", self.web_port), timeout=0.2) as web:
                 web.settimeout(2.0)
                 web.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                return web.recv(5) == b"HTTP/"
+                # Any answer but 503: a parent of [service] workers answers 503 until every
+                # worker is up (401 is a protected /health: up as well).
+                status = web.recv(12)
+                return status.startswith(b"HTTP/") and status[9:12] != b"503"
         except OSError:
             return False
 

@@ -219,6 +219,9 @@ class UnitFileTests(SynchronousTestCase):
         with open(os.path.join(REPOSITORY, "systemd", "siprecd.service")) as handle:
             unit = handle.read()
         self.assertIn("Type=notify", unit)
+        # [service] workers: systemd signals only the parent, which drains its workers.
+        self.assertIn("\nKillMode=mixed\n", unit)
+        self.assertIn("\nNotifyAccess=main\n", unit)
         # Verify the unit as installed, with this checkout's twistd standing in for /opt/siprecd.
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
