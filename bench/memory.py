@@ -144,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"RSS: {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB: "
                      f"{(rss_after - rss_before) / calls / 1024:.1f} KiB/call")
         delta = {key: facts_after.get(key, 0) - facts_before.get(key, 0) for key in facts_after
-                 if key not in ("sessions", "census")}
+                 if key not in ("sessions", "census", "rss_untrimmed", "rss_trimmed", "trim_seconds")}
+        if facts_after["rss_trimmed"] != facts_after["rss_untrimmed"]:
+            lines.append(f"malloc_trim(0) with all calls up: RSS {facts_after['rss_untrimmed'] / 2**20:.1f} -> "
+                         f"{facts_after['rss_trimmed'] / 2**20:.1f} MiB "
+                         f"({(facts_after['rss_trimmed'] - rss_before) / calls / 1024:.1f} KiB/call), "
+                         f"{facts_after['trim_seconds'] * 1000:.1f} ms")
         lines.append("per call: " + ", ".join(f"{key} {value / calls / (1 if key == 'gc_objects' else 1024):.1f}"
                                               f"{'' if key == 'gc_objects' else ' KiB'}"
                                               for key, value in delta.items()))

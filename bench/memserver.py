@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import sys
+import time
 import tracemalloc
 from types import FrameType
 
@@ -70,6 +71,14 @@ def malloc_figures() -> dict[str, int]:
             "malloc_mmapped_bytes": info.hblkhd}
 
 
+def _rss() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> None:
     frames, prefix = int(sys.argv[1]), sys.argv[2]
     if sys.argv[3] != "--":
@@ -91,7 +100,16 @@ def main() -> None:
             name = f"{type(o).__module__}.{type(o).__qualname__}"
             census[name] = census.get(name, 0) + 1
         sessions = census.get("siprecd.siprec.session_media.SessionMedia", 0)
-        facts = {"sessions": sessions, "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory() if frames else 0,
+        # What glibc's malloc_trim would give back (free pages inside the heap): RSS before
+        # and after one call, and how long it took.
+        rss_untrimmed = _rss()
+        started = time.perf_counter()
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None and os.environ.get("BENCH_MEMORY_TRIM") == "1":
+            trim(0)
+        trim_seconds = time.perf_counter() - started
+        facts = {"sessions": sessions, "rss_untrimmed": rss_untrimmed, "rss_trimmed": _rss(),
+                 "trim_seconds": trim_seconds, "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory() if frames else 0,
                  "traced_bytes": tracemalloc.get_traced_memory()[0] if frames else 0,
                  "gc_objects": len(gc.get_objects()), **pymalloc_figures(), **malloc_figures(),
                  "census": census}

@@ -87,6 +87,18 @@ DurationOf = Callable[[int, bytes], "int | None"]
 _NO_EVENTS: tuple[Event, ...] = ()
 
 
+_SETS: dict[frozenset[int], frozenset[int]] = {}
+
+
+def _shared_set(values: Collection[int]) -> frozenset[int]:
+    """One frozenset object per distinct set of payload types, not three per stream (216
+    bytes each; a few distinct sets ever: the offers' CN and telephone-event types)."""
+    key = frozenset(values)
+    if len(_SETS) > 256:  # a bound, whatever peers offer
+        _SETS.clear()
+    return _SETS.setdefault(key, key)
+
+
 def _unknown_duration(payload_type: int, payload: bytes) -> None:
     return None
 
@@ -145,9 +157,9 @@ class Timeline:
         self._duration_of: DurationOf = duration_of or _unknown_duration
         self._window = reorder_window
         self._max_delay = max_delay
-        self._cn = frozenset(comfort_noise)
-        self._te = frozenset(telephone_event)
-        self._special = self._cn | self._te
+        self._cn = _shared_set(comfort_noise)
+        self._te = _shared_set(telephone_event)
+        self._special = _shared_set(self._cn | self._te)
         self._origin = origin
         self._tolerance = resync_tolerance * clock_rate
         self._min_sequential = max(1, min_sequential)
