@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -261,6 +262,9 @@ class RelayService(Service):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        # Reload is the parent's (TLS and rate limits live there): a SIGHUP sent to the whole
+        # group (systemctl kill -s HUP, a closed terminal) must not end a worker.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         os.set_blocking(self.fd, False)
         self.connection = self.reactor.adoptStreamConnection(self.fd, socket.AF_UNIX, One(self.relay))
         os.close(self.fd)  # adopted as a duplicate

@@ -164,6 +164,34 @@ class RestartTests(WorkersTestCase):
         self.assertNotIn("Traceback", server.log())
 
 
+    def test_workers_leave_when_the_parent_is_killed(self) -> None:
+        """A worker without its parent can reach no SRC and would hold its ports from the next
+        parent's worker: it exits at once (70), its calls left to be resumed."""
+        server = self.server()
+        pids = [server.pid_of(index) for index in range(WORKERS)]
+        os.kill(pids[1], signal.SIGHUP)  # reload is the parent's: a worker ignores it
+        time.sleep(0.5)
+        self.assertEqual(server.pid_of(1), pids[1])
+        self.assertNotIn("worker 1 died", server.log())
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait(10)
+        server.process = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and not zombie(pid) for pid in pids):
+            time.sleep(0.1)
+        self.assertEqual([pid for pid in pids if os.path.exists(f"/proc/{pid}") and not zombie(pid)], [])
+        self.assertIn("the parent process is gone", server.worker_logs())
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 class DrainTests(WorkersTestCase):
     def notify_socket(self) -> socket.socket:
         path = f"@siprecd-workers-{os.getpid()}-{time.monotonic_ns()}"
