@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from siprecd.workers.child import port_slice
 from siprecd.workers.routing import worker_for
 from tests.audio import read_wav
+from tests.e2e import test_tls_e2e as tls  # the module: its classes stay its own tests
 from tests.e2e.server import Server, read_text, run_sipp, sipp_available
 from tests.e2e.src import SRCClient
 from tests.e2e.test_media_e2e import TONE_A, TONE_B, stream
@@ -245,3 +246,15 @@ class DrainTests(WorkersTestCase):
         log = server.log()
         self.assertEqual(len(re.findall(r"worker \d stopped \(exited 0\)", log)), WORKERS, log[-3000:])
         self.assert_clean_logs(server)
+
+
+class WorkersTLSTests(tls.TLSTests):
+    """SIP over TLS through the parent (handshake there; the Contact names the parent's port)."""
+
+    server_class = WorkersServer
+
+
+class WorkersMutualTLSTests(tls.MutualTLSTests):
+    """Client certificates are checked by the parent, before any worker hears of the connection."""
+
+    server_class = WorkersServer
