@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -266,7 +266,6 @@ class WorkerState:
     started_at: float = 0.0
     backoff: float = FIRST_BACKOFF
     restart_call: IDelayedCall | None = None
-    exits: list[str] = field(default_factory=list)
 
     def info(self) -> WorkerInfo:
         web = f"http://127.0.0.1:{self.web_port}" if self.alive and self.web_port else None
@@ -367,7 +366,6 @@ class Supervisor(Service):
         if state.process is not process:
             return
         description = how_it_ended(reason.value)
-        state.exits.append(description)
         state.process = None
         state.pid = None
         state.alive = False
