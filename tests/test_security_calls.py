@@ -34,7 +34,9 @@ def sender(key: bytes, suite: str = SUITE) -> OutboundSRTP:
 
 
 class SDESCallTests(ControllerTestCase):
-    environment = {"SIPRECD_SECURITY_REKEY_GRACE": "2"}
+    # Batch 1: packets reach the statistics as they arrive, where parsed() spies on them
+    # (SRTP with batches: tests/test_runs.py).
+    environment = {"SIPRECD_SECURITY_REKEY_GRACE": "2", "SIPRECD_MEDIA_PACKET_BATCH": "1"}
 
     def media(self, index: int = 0) -> Any:
         call = next(iter(self.controller.calls.values()))

@@ -189,6 +189,25 @@ class ContextTests(SynchronousTestCase):
             self.assertRaises(SRTPError, receiver.unprotect_rtp, sender.protect_rtp(rtp(9))[:-1] + b"\0")
             self.assertRaises(SRTPError, receiver.unprotect_rtcp, report)  # unauthenticated RTCP
 
+    def test_inbound_libsrtp_contexts_share_one_packet_buffer(self) -> None:
+        # One C packet buffer per thread instead of 1.5 KiB per libsrtp session; packets of
+        # different sessions interleaved (and a failure between them) leave nothing behind.
+        pairs = []
+        for suite in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"):
+            key, salt = material(suite)
+            pairs.append((OutboundSRTP(suite, key, salt), InboundSRTP(suite, key, salt)))
+        buffers = {id(receiver._context._libsrtp._cdata) for _, receiver in pairs}
+        self.assertEqual(len(buffers), 1)
+        self.assertNotEqual(id(pairs[0][0]._context._libsrtp._cdata), buffers.pop())  # outbound: its own
+        for seq in range(4):
+            for n, (sender, receiver) in enumerate(pairs):
+                packet = build_rtp(0, seq, seq * 160, 0x1000 + n, bytes([n]) * (100 + 20 * n))
+                self.assertEqual(receiver.unprotect_rtp(sender.protect_rtp(packet)), packet)
+                stray = build_rtp(0, seq, seq * 160, 0x3000 + 16 * seq + n, b"\xff" * 60)
+                self.assertRaises(SRTPError, pairs[n - 1][1].unprotect_rtp, sender.protect_rtp(stray))
+                report = build_receiver_report(0x2000 + n, [], "x")
+                self.assertEqual(receiver.unprotect_rtcp(sender.protect_rtcp(report)), report)
+
     def test_receiver_reports_protected_without_libsrtp_are_read_by_libsrtp(self) -> None:
         """OutboundSRTCP (one report per rtcp_interval) uses the Python transform for AES-CM
         suites, sparing a libsrtp session per stream; a libsrtp receiver still reads it."""

@@ -60,6 +60,22 @@ class WavWriterTests(unittest.TestCase):
         self.assertEqual(frames, written)
         self.assertEqual(params.framerate, 8000)
 
+    def test_buffered_pcm_from_a_reused_buffer_is_copied(self) -> None:
+        # Buffered pieces are kept as given when they are bytes; a bytearray or memoryview the
+        # caller refills after write() returns must not change what reaches the file.
+        writer = WavWriter(self.path, sample_rate=8000, chunk_size=1000, first_chunk=1000)
+        scratch = bytearray(ramp(160))
+        writer.write(scratch)
+        writer.write(memoryview(scratch)[:160])
+        piece = ramp(80, start=500)
+        writer.write(piece)
+        self.assertEqual(writer.buffered, 320 + 160 + 160)
+        self.assertEqual(writer.frames, 320)
+        expected = bytes(scratch) + bytes(scratch[:160]) + piece
+        scratch[:] = bytes(len(scratch))
+        writer.finalize()
+        self.assertEqual(read_wav(self.path)[1], expected)
+
     def test_first_chunk_is_staggered(self) -> None:
         sizes = set()
         for n in range(20):

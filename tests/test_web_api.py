@@ -286,6 +286,16 @@ def _readlink(path: str) -> str | None:
         return None
 
 
+def flip_byte(path: str, position: int) -> None:
+    """Tamper with one bit of the file at ``position`` (negative: from the end)."""
+    with open(path, "r+b") as handle:
+        where = position if position >= 0 else os.fstat(handle.fileno()).st_size + position
+        handle.seek(where)
+        byte = handle.read(1)
+        handle.seek(where)
+        handle.write(bytes([byte[0] ^ 1]))
+
+
 def wav_frames(data: bytes) -> tuple[int, int, bytes]:
     with wave.open(io.BytesIO(data)) as reader:
         return reader.getframerate(), reader.getnchannels(), reader.readframes(reader.getnframes())
@@ -765,24 +775,13 @@ class EncryptedTests(ApiTestCase):
         self.assertEqual(wav_frames(reply.body), (8000, 1, pcm(1000, seed=1)))
 
     async def test_tampered_file_is_cut_short(self) -> None:
-        path = os.path.join(self.directory(1), "stream-1-1.wav.enc")
-        with open(path, "r+b") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            handle.seek(size - 900)  # inside a late chunk's ciphertext
-            byte = handle.read(1)
-            handle.seek(size - 900)
-            handle.write(bytes([byte[0] ^ 1]))
+        flip_byte(os.path.join(self.directory(1), "stream-1-1.wav.enc"), -900)  # in a late chunk's ciphertext
         reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
         self.assertEqual(reply.status, 200)
         self.assertFalse(reply.complete)  # aborted: the client knows the body is short
         self.assertLess(len(reply.body), 44 + 6000 - 900)
         # A tampered header is refused before anything is sent.
-        path = os.path.join(self.directory(1), "stream-2-2.wav.enc")
-        with open(path, "r+b") as handle:
-            handle.seek(30)
-            byte = handle.read(1)
-            handle.seek(30)
-            handle.write(bytes([byte[0] ^ 1]))
+        flip_byte(os.path.join(self.directory(1), "stream-2-2.wav.enc"), 30)
         await self.error(f"/api/recordings/{sid(1)}/streams/2/audio", 500, "cannot be decrypted")
 
     async def test_private_metadata(self) -> None:

@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -27,6 +28,7 @@ from zope.interface import implementer
 
 from siprecd.config import load_config
 from siprecd.crypto.at_rest import AtRest
+from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.metrics import Metrics
 from siprecd.service import build_stack
 from siprecd.siprec.controller import build_controller
@@ -40,7 +42,7 @@ from siprecd.web.metrics import MetricsResource
 from siprecd.web.root import build_root
 from siprecd.workers.directory import StaticDirectory, WorkerInfo
 from tests.test_siprec_controller import PORT_MIN, SRS_ADDRESS, START, Call, FakeUDP, MediaReactor, multipart, rfc7865, rfc7865_sdp
-from tests.test_web_api import ALICE, BOB, T12, T13A, ApiTestCase, HttpTestCase, _Client, sid
+from tests.test_web_api import ALICE, BOB, T12, T13A, ApiTestCase, HttpTestCase, _Client, flip_byte, pcm, sid, wav_frames
 
 TOKEN = "s3cret-token-0123456789"
 BASIC = "Basic b3BzOnBhc3N3b3JkMQ=="  # ops:password1
@@ -61,7 +63,7 @@ def environment(recordings: str, **web: str) -> dict[str, str]:
 class Worker:
     """One worker's whole web side (as service.make_service builds it) on loopback."""
 
-    def __init__(self, test: SynchronousTestCase, index: int, env: dict[str, str]) -> None:
+    def __init__(self, test: SynchronousTestCase, index: int, env: dict[str, str], at_rest: AtRest | None = None) -> None:
         self.test = test
         self.index = index
         self.config = load_config(None, env)
@@ -84,7 +86,8 @@ class Worker:
             [Check("recording_directory", lambda: self.problem),
              Check("state_store_redis", lambda: self.degraded, critical=False)],
             metrics=MetricsResource(self.metrics),
-            api=ApiResource(self.controller, RecordingCatalog(self.config.recording.directory, None), None, self.clock),
+            api=ApiResource(self.controller, RecordingCatalog(self.config.recording.directory, at_rest and at_rest.keys),
+                            at_rest, self.clock),
             protect=lambda resource: protect(resource, tokens, web.users),
             protect_health=web.protect_health,
             protect_metrics=web.protect_metrics,
@@ -211,6 +214,15 @@ def summed(text: str, name: str, drop: str = "worker") -> dict[tuple[tuple[str, 
     return out
 
 
+class RoutedCollector:
+    """A parent's own collector (the supervisor's counters, say)."""
+
+    def collect(self) -> list[Any]:
+        family = CounterMetricFamily("siprecd_parent_routed_messages", "Messages routed.", labels=["transport"])
+        family.add_metric(["UDP"], 12)
+        return [family]
+
+
 # --- the fixture ------------------------------------------------------------------------------
 
 
@@ -224,15 +236,18 @@ class ClusterTestCase(HttpTestCase):
     def setUp(self) -> None:
         self.recordings = os.path.abspath(self.mktemp())
         os.makedirs(self.recordings)
-        self.writer = AtRest(None)
+        self.writer = self.at_rest()
         self.env = environment(self.recordings, **self.web)
-        self.workers = [Worker(self, 0, self.env), Worker(self, 1, self.env)]
+        self.workers = [Worker(self, 0, self.env, self.writer), Worker(self, 1, self.env, self.writer)]
         self.infos = [w.info() for w in self.workers]
+
+    def at_rest(self) -> AtRest:
+        return AtRest(None)
 
     def start_parent(self, infos: list[WorkerInfo] | None = None, env: dict[str, str] | None = None) -> None:
         config = load_config(None, env or self.env)
         site = build_cluster_site(reactor, config, StaticDirectory(infos if infos is not None else self.infos),
-                                  timeout=TIMEOUT)
+                                  collectors=[RoutedCollector()], timeout=TIMEOUT)
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
@@ -344,12 +359,36 @@ class AggregatedApiTests(ClusterTestCase):
         self.assertEqual((await self.get("/app.js")).status, 200)
 
 
+class EncryptedTests(ClusterTestCase):
+    """Workers that share the key store (a file store in production) decrypt for the parent."""
+
+    def at_rest(self) -> AtRest:
+        return AtRest(MemoryKeyStore(), chunk_size=1000)
+
+    async def test_decrypted_audio_and_a_tampered_file_cut_short(self) -> None:
+        self.make_session(1, T12, "call-one@src", [ALICE], frames=6000)
+        self.start_parent()
+        reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
+        self.assertEqual((reply.status, reply.complete), (200, True))
+        self.assertEqual(wav_frames(reply.body), (8000, 1, pcm(6000, seed=1)))
+        flip_byte(os.path.join(self.catalog_dir(sid(1)), "stream-1-1.wav.enc"), -900)  # a late chunk's ciphertext
+        reply = await self.get(f"/api/recordings/{sid(1)}/streams/1/audio")
+        self.assertEqual(reply.status, 200)
+        self.assertFalse(reply.complete)  # the worker aborted, so did the parent: visibly short
+        self.assertLess(len(reply.body), 44 + 12000 - 900)
+
+    def catalog_dir(self, session_id: str) -> str:
+        entry = RecordingCatalog(self.recordings, self.writer.keys).get(session_id)
+        assert entry is not None
+        return entry.directory
+
+
 class StreamingTests(ClusterTestCase):
     """The audio relay holds no whole file: the worker is paused by the client's pace."""
 
     async def test_a_client_that_does_not_read_pauses_the_worker(self) -> None:
         endless = Endless()
-        self.start_parent([WorkerInfo(0, 1, serve(self, Resource()), True, 0), WorkerInfo(1, 2, serve(self, endless), True, 0)])
+        self.start_parent([WorkerInfo(0, 1, serve(self, endless), True, 0), WorkerInfo(1, 2, serve(self, Resource()), True, 0)])
 
         class Stalled(_Client):
             def connectionMade(self) -> None:  # noqa: N802
@@ -410,6 +449,7 @@ class MetricsTests(ClusterTestCase):
         self.assertEqual(gauges[("siprecd_worker_restarts_total", (("worker", "0"),))], 0)
         self.assertIn(("process_resident_memory_bytes", (("worker", "parent"),)), gauges)
         self.assertIn(("process_resident_memory_bytes", (("worker", "1"),)), gauges)
+        self.assertEqual(gauges[("siprecd_parent_routed_messages_total", (("transport", "UDP"),))], 12)
         openmetrics = await self.get("/metrics", Accept="application/openmetrics-text; version=1.0.0")
         self.assertTrue(openmetrics.header("content-type").startswith("application/openmetrics-text"))
         self.assertTrue(openmetrics.body.endswith(b"# EOF\n"))
@@ -503,9 +543,22 @@ class HealthTests(ClusterTestCase):
         self.assertEqual(error, f"no live recording session {sid(5)} on the workers that answered; no answer from: "
                                 f"worker 1 is not running (restarted 0 times); worker 2 (pid 78): no answer within "
                                 f"{TIMEOUT:g} s")
+        # Recordings are in the shared directory: the first worker that answers knows.
+        self.assertEqual((await self.get_json(f"/api/recordings/{sid(5)}", 404))["error"], f"no recording {sid(5)}")
         server = await self.get_json("/api/server")
         self.assertEqual(server["active_sessions"], 1)
         self.assertEqual([w["problem"] is None for w in server["workers"]], [True, False, False])
+
+    async def test_a_worker_answering_garbage_is_named(self) -> None:
+        self.workers[0].call()
+        self.start_parent([self.infos[0], WorkerInfo(1, 9, serve(self, Garbage()), True, 0)])
+        sessions = await self.get_json("/api/sessions")
+        self.assertEqual((len(sessions["sessions"]), sessions["problems"]), (1, ["worker 1: the answer is not JSON"]))
+        server = await self.get_json("/api/server")
+        self.assertEqual((server["active_sessions"], server["workers"][1]["problem"]),
+                         (1, "worker 1: the answer is not JSON"))
+        ready = await self.get_json("/ready", 503)
+        self.assertEqual(ready["checks"]["worker_1"]["detail"], "worker 1: /ready did not answer its usual JSON")
 
     async def test_no_worker_at_all(self) -> None:
         self.start_parent([WorkerInfo(0, None, None, False, 5)])

@@ -31,7 +31,7 @@ from siprecd.media.rtcp import Bye, SenderReport, build_receiver_report, parse_r
 from siprecd.media.rtp import MalformedPacket, parse_rtp
 from siprecd.media.stats import StreamStats
 from siprecd.security.carried import Carried, carried_counters
-from siprecd.security.srtp import SRTPError
+from siprecd.security.srtp import DIRECT_ERRORS, SRTPError
 from siprecd.security.transform import estimate_index
 
 
@@ -98,6 +98,9 @@ class StreamMedia:
         self.rtcp_mux = False  # the answer accepted a=rtcp-mux: reports leave from the RTP port
         self.rekey_grace = rekey_grace
         self.inbound: Inbound | None = None
+        # The inbound context's pylibsrtp unprotect when the receiver may call it straight
+        # (InboundSRTP.direct_unprotect), else None: unprotect() then takes every packet.
+        self.direct_unprotect: Callable[[bytes], bytes] | None = None
         self.outbound: Outbound | None = None
         self.negotiated: Any = None  # the key exchange's agreement (security.policy.Negotiated)
         self._previous: Inbound | None = None  # the replaced key, during its grace period
@@ -114,7 +117,9 @@ class StreamMedia:
 
     def attach(self, recorder: Any, clock_rate: int) -> None:
         self.recorder = recorder
-        self._stats = recorder.stats = StreamStats(clock_rate)
+        self._stats = StreamStats(clock_rate)
+        if recorder is not None:
+            recorder.stats = self._stats
 
     @property
     def stats(self) -> StreamStats | None:
@@ -143,6 +148,7 @@ class StreamMedia:
                 self._previous = self.inbound
                 self._grace_call = self.clock.callLater(self.rekey_grace, self._end_grace)
         self.inbound = inbound
+        self.direct_unprotect = getattr(inbound, "direct_unprotect", None)
         self.outbound = outbound
 
     def security_state(self) -> dict[str, Any] | None:
@@ -218,15 +224,20 @@ class StreamMedia:
         try:
             return inbound.unprotect_rtcp(datagram) if rtcp else inbound.unprotect_rtp(datagram)
         except SRTPError:
-            previous = self._previous
-            if previous is not None:
-                try:
-                    plain = previous.unprotect_rtcp(datagram) if rtcp else previous.unprotect_rtp(datagram)
-                except SRTPError:
-                    pass
-                else:
-                    self.counters.srtp_old_key += 1
-                    return plain
+            return self.not_unprotected(datagram, rtcp)
+
+    def not_unprotected(self, datagram: bytes, rtcp: bool) -> bytes | None:
+        """The current context refused the datagram: the replaced key's plaintext during its
+        grace period, else None (counted)."""
+        previous = self._previous
+        if previous is not None:
+            try:
+                plain = previous.unprotect_rtcp(datagram) if rtcp else previous.unprotect_rtp(datagram)
+            except SRTPError:
+                pass
+            else:
+                self.counters.srtp_old_key += 1
+                return plain
         if rtcp:
             self.counters.srtcp_auth_failures += 1
         else:
@@ -326,10 +337,20 @@ class RTPProtocol(DatagramProtocol):
                 self.source = addr
             return
         if media.inbound is not None:
-            plain = media.unprotect(datagram, rtcp=False)
-            if plain is None:
-                return  # forged, replayed or under an unknown key: it must not latch either
-            datagram = plain
+            direct = media.direct_unprotect
+            if direct is not None:
+                try:
+                    datagram = direct(datagram)
+                except DIRECT_ERRORS:
+                    plain = media.not_unprotected(datagram, rtcp=False)
+                    if plain is None:
+                        return  # forged, replayed or under an unknown key: it must not latch either
+                    datagram = plain
+            else:
+                plain = media.unprotect(datagram, rtcp=False)
+                if plain is None:
+                    return  # forged, replayed or under an unknown key: it must not latch either
+                datagram = plain
         if latch:
             self.source = addr
         recorder = media.recorder

@@ -11,7 +11,8 @@ callers count failures, key material stays inside.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import pylibsrtp
 
@@ -28,6 +29,11 @@ __all__ = ["InboundKeyRing", "InboundSRTP", "OutboundSRTCP", "OutboundSRTP", "SR
 CARRIED_INDEX = 0x8000
 
 
+#: What :attr:`InboundSRTP.direct_unprotect` raises for a packet that does not unprotect
+#: (ValueError: longer than libsrtp's buffer).
+DIRECT_ERRORS = (pylibsrtp.Error, ValueError)
+
+
 class SRTPError(Exception):
     """A packet that does not authenticate, is replayed, or is malformed."""
 
@@ -37,6 +43,29 @@ def suite_named(name: str) -> Suite:
         return SUITES[name]
     except KeyError:
         raise ValueError(f"unknown SRTP suite {name!r} (known: {', '.join(SUITES)})") from None
+
+
+_PACKET_BUFFER_SIZE = 1500
+_shared = threading.local()
+
+
+def _share_packet_buffer(session: pylibsrtp.Session) -> None:
+    """Give ``session`` its thread's packet buffer instead of its own 1.5 KiB one.
+
+    pylibsrtp 1.0 copies each packet into a per-session C buffer, runs libsrtp on it there and
+    returns a copy: nothing stays in it between calls, so the sessions of one thread can share
+    one (two per SRTP call, ~3 KiB of malloc per call; bench/README.md, memory).  siprecd's
+    inbound contexts are created and used on the reactor thread.  Left alone if pylibsrtp's
+    private attributes are not what this expects (another version).
+    """
+    own = getattr(session, "_cdata", None)
+    if own is None or not hasattr(session, "_buffer") or len(own) != _PACKET_BUFFER_SIZE:
+        return
+    if not hasattr(_shared, "cdata"):
+        _shared.cdata = pylibsrtp.ffi.new("char[]", _PACKET_BUFFER_SIZE)
+        _shared.buffer = pylibsrtp.ffi.buffer(_shared.cdata)
+    session._cdata = _shared.cdata
+    session._buffer = _shared.buffer
 
 
 class _Context:
@@ -80,6 +109,8 @@ class _Context:
             self._libsrtp = pylibsrtp.Session(
                 pylibsrtp.Policy(key=master_key + master_salt, ssrc_type=ssrc_type, srtp_profile=s.libsrtp_profile)
             )
+            if inbound:
+                _share_packet_buffer(self._libsrtp)
         elif s.aead and plain:
             raise ValueError(f"{s.name} cannot be used without encryption")
         elif s.aead:
@@ -107,7 +138,7 @@ class _Context:
                 return self._libsrtp.protect(packet) if protect else self._libsrtp.unprotect(packet)
             assert self._python is not None
             return self._python.protect_rtp(packet) if protect else self._python.unprotect_rtp(packet)
-        except (pylibsrtp.Error, TransformError) as error:
+        except (pylibsrtp.Error, TransformError, ValueError) as error:  # ValueError: too long
             raise SRTPError(f"SRTP {'protect' if protect else 'unprotect'} failed: {error}") from None
 
     def protect_rtcp(self, packet: bytes) -> bytes:
@@ -194,6 +225,16 @@ class InboundSRTP:
     def on_libsrtp(self) -> bool:
         """True on pylibsrtp's fast path, False on siprecd's own transforms."""
         return self._context._libsrtp is not None
+
+    @property
+    def direct_unprotect(self) -> Callable[[bytes], bytes] | None:
+        """pylibsrtp's own SRTP unprotect when nothing of siprecd's stands before it (libsrtp,
+        no MKI), for the receiver to call straight (three Python calls less per packet); it
+        raises one of :data:`DIRECT_ERRORS` where :meth:`unprotect_rtp` raises SRTPError."""
+        libsrtp = self._context._libsrtp
+        if libsrtp is None or self.mki:
+            return None
+        return libsrtp.unprotect  # type: ignore[no-any-return]
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
         if self.mki:

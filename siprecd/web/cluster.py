@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -106,10 +107,13 @@ def build_cluster_site(
     directory: WorkerDirectory,
     *,
     checks: Sequence[Check] | None = None,
+    collectors: Sequence[Collector] = (),
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Site:
     """The parent's Site for ``[web]``.  ``checks``: the parent's own readiness checks (default:
-    the recording directory's free space); ``timeout``: seconds a worker has to answer."""
+    the recording directory's free space); ``collectors``: the parent's own Prometheus
+    collectors, exported beside the workers' series; ``timeout``: seconds a worker has to
+    answer (and may stay silent in the middle of a relayed body)."""
     if checks is None:
         from siprecd.service import recording_space_problem  # the single process's own check
 
@@ -120,7 +124,7 @@ def build_cluster_site(
     root: Resource = build_root(
         reactor,
         checks,
-        metrics=ClusterMetrics(directory, upstream),
+        metrics=ClusterMetrics(directory, upstream, collectors),
         api=ClusterApi(directory, upstream, reactor),
         dashboard=dashboard_resource(),
         protect=lambda resource: protect(resource, tokens, web.users),

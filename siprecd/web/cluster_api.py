@@ -8,8 +8,9 @@ every worker.
 * everything else (the endpoint index, one live session, the recordings catalog, one recording,
   its audio): asked of each running worker in index order, and the first answer that is not a
   404 is relayed as it is, the audio streamed.  The workers share the recording directory, so
-  the first running worker answers for the catalog.  When every worker that answered said 404
-  but another could not be asked, the answer is 503 naming it (the session may be on it).
+  for ``/api/recordings...`` the first worker that answers is relayed, 404 included.  When
+  every worker that answered said 404 but another could not be asked, the answer is 503 naming
+  it (the live session may be on it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from siprecd.web.upstream import (
     FanOut,
     Unavailable,
     Upstream,
-    discard,
     relay,
     render_later,
 )
@@ -57,8 +57,7 @@ class ClusterApi(FanOut):
             return await self._sessions(request)
         if path == [b"server"]:
             return await self._server(request)
-        await self._first_found(request, path)
-        return None
+        return await self._first_found(request, path)
 
     async def _ask(self, request: Request, path: bytes, *fields: str) -> list[tuple[WorkerInfo, dict[str, Any] | str]]:
         """Each worker's JSON object with ``fields``, or the problem with it."""
@@ -90,8 +89,8 @@ class ClusterApi(FanOut):
             else:
                 base = base or document
                 for name in SUMMED:
-                    totals[name] += int(document[name] or 0)
-                own.update({name: document[name] for name in (*SUMMED, "uptime_seconds")}, problem=None)
+                    totals[name] += document[name] if isinstance(document[name], int) else 0
+                own.update({name: document.get(name) for name in (*SUMMED, "uptime_seconds")}, problem=None)
             workers.append(own)
         if base is None:
             problems = "; ".join(w["problem"] for w in workers) or "no workers are configured"
@@ -99,32 +98,33 @@ class ClusterApi(FanOut):
         uptime = round(self._clock.seconds() - self._started, 3)
         return _json(request, {**base, **totals, "uptime_seconds": uptime, "workers": workers})
 
-    async def _first_found(self, request: Request, path: list[bytes]) -> None:
+    async def _first_found(self, request: Request, path: list[bytes]) -> bytes | None:
+        """None once a worker's answer is relayed; else the parent's own answer."""
         target = b"/api/" + b"/".join(path)
         query = request.uri.partition(b"?")[2]
         if query:
             target += b"?" + query
         headers = self.upstream.headers_for(request, FORWARDED_REQUEST_HEADERS)
+        # Every worker reads the same recording directory: the first to answer knows.
+        shared = path[:1] == [b"recordings"]
         problems: list[str] = []
-        not_found: tuple[int, bytes] | None = None
+        not_found: bytes | None = None  # the last 404's body
         for worker in self.directory.workers():
             try:
                 response = await self.upstream.open(worker, target, headers, request.method)
             except Unavailable as problem:
                 problems.append(str(problem))
                 continue
-            if response.code == 404:
-                not_found = (404, await discard(response))
+            if response.code == 404 and not shared:
+                not_found = await self.upstream.discard(response)
                 continue
             await relay(request, response, self._clock, self.upstream.timeout)
-            return
+            return None
         if not_found is not None and not problems:
-            request.write(_json(request, _error_of(not_found[1]), 404))
-        else:
-            what = _error_of(not_found[1])["error"] + " on the workers that answered; " if not_found else ""
-            reasons = "; ".join(problems) or "no workers are configured"
-            request.write(_json(request, {"error": f"{what}no answer from: {reasons}"}, 503))
-        request.finish()
+            return _json(request, _error_of(not_found), 404)
+        what = _error_of(not_found)["error"] + " on the workers that answered; " if not_found is not None else ""
+        reasons = "; ".join(problems) or "no workers are configured"
+        return _json(request, {"error": f"{what}no answer from: {reasons}"}, 503)
 
 
 def _document(worker: WorkerInfo, path: bytes, answer: Answer | Unavailable, fields: tuple[str, ...]) -> dict[str, Any] | str:

@@ -23,11 +23,12 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from siprecd.web.upstream import Answer, FanOut, Unavailable
-from siprecd.workers.directory import WorkerInfo
+from siprecd.web.upstream import Answer, FanOut, Unavailable, Upstream
+from siprecd.workers.directory import WorkerDirectory, WorkerInfo
 
 log = Logger()
 
@@ -89,6 +90,12 @@ class _Families:
 
 
 class ClusterMetrics(FanOut):
+    def __init__(self, directory: WorkerDirectory, upstream: Upstream, collectors: Sequence[Collector] = ()) -> None:
+        """``collectors``: the parent's own metrics (the supervisor's, the router's), exported
+        as they are, beside the workers'."""
+        super().__init__(directory, upstream)
+        self._collectors = list(collectors)
+
     async def answer(self, request: Request) -> bytes:
         # No Accept: the workers answer Prometheus text, which is what is parsed here.
         answers = await self.ask_workers(request, b"/metrics")
@@ -100,6 +107,7 @@ class ClusterMetrics(FanOut):
             if families is not None:
                 groups.append(families)
         groups.append(parent_families([w for w, _ in answers], scraped))
+        groups.extend(list(collector.collect()) for collector in self._collectors)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(merge(groups)))  # type: ignore[arg-type]
         accept = request.getHeader(b"accept")

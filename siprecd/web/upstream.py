@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, _HTTP11ClientFactory, readBody
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -47,6 +47,14 @@ RELAYED_RESPONSE_HEADERS = (
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # already-escaped request paths pass unchanged; anything else is escaped
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # else every request to a worker logs "Starting factory" and "Stopping factory"
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory
+
+
 class Unavailable(Exception):
     """A worker that could not be asked; ``str()`` names it and says why."""
 
@@ -66,7 +74,7 @@ class Upstream:
         self._reactor = reactor
         self.timeout = timeout
         self._credentials = credentials
-        self._agent = Agent(reactor, connectTimeout=timeout, pool=HTTPConnectionPool(reactor, persistent=False))
+        self._agent = Agent(reactor, connectTimeout=timeout, pool=_QuietPool(reactor, persistent=False))
 
     def headers_for(self, request: Request | None, names: Iterable[bytes] = (b"authorization",)) -> Headers:
         headers = Headers()
@@ -118,6 +126,16 @@ class Upstream:
             return result
 
         return gatherResults([self.ask(w, path, headers).addBoth(settle) for w in workers])
+
+    async def discard(self, response: IResponse) -> bytes:
+        """The body of a response that will not be relayed (read, so the connection is freed),
+        or b"" when it does not come within the timeout."""
+        d = readBody(response)
+        d.addTimeout(self.timeout, self._reactor)
+        try:
+            return await d
+        except Exception:
+            return b""
 
     def _unavailable(self, failure: Failure, worker: WorkerInfo) -> Failure:
         if failure.check(Unavailable):
@@ -296,12 +314,3 @@ async def relay(request: Request, response: IResponse, reactor: Any, idle: float
     protocol = _Relay(request, reactor, idle)
     response.deliverBody(protocol)
     await protocol.done
-
-
-async def discard(response: IResponse) -> bytes:
-    """Read (and so release) a response that will not be relayed."""
-    try:
-        return await readBody(response)
-    except Exception:
-        return b""
-

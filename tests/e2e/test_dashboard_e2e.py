@@ -138,12 +138,13 @@ class BrowserTestCase(SynchronousTestCase):
     """A real server with ``[web]`` set to :attr:`web`, and a browser; no tests of its own."""
 
     web: dict[str, str] = {}
+    server_class: type[Server] = Server  # tests/e2e/test_cluster_web_e2e.py: the same over workers
 
     def setUp(self) -> None:
         reason = browser_missing()
         if reason:
             raise SkipTest(reason)
-        self.server = Server(self.mktemp(), sections={"web": dict(self.web)})
+        self.server = self.server_class(self.mktemp(), sections={"web": dict(self.web)})
         self.server.start()
         self.addCleanup(self._stop_server)
         self.base = f"http://127.0.0.1:{self.server.web_port}/"
