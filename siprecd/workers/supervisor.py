@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -266,7 +266,6 @@ class WorkerState:
     started_at: float = 0.0
     backoff: float = FIRST_BACKOFF
     restart_call: IDelayedCall | None = None
-    exits: list[str] = field(default_factory=list)
 
     def info(self) -> WorkerInfo:
         web = f"http://127.0.0.1:{self.web_port}" if self.alive and self.web_port else None
@@ -367,7 +366,6 @@ class Supervisor(Service):
         if state.process is not process:
             return
         description = how_it_ended(reason.value)
-        state.exits.append(description)
         state.process = None
         state.pid = None
         state.alive = False
@@ -407,6 +405,9 @@ class Supervisor(Service):
         self._stopped = defer.Deferred()
         running = [s.process for s in self.states if s.process is not None]
         log.info("stopping {count} worker(s): each drains its calls", count=len(running))
+        # The parent's own counts (not in /metrics, which is the workers'): routed, dropped
+        # while a worker was down, rate-limited, not SIP, malformed, keep-alives.
+        log.info("SIP through the parent so far: {counters}", counters=dict(sorted(self.router.counters.items())))
         for process in running:
             process.signal("TERM")
         if running:

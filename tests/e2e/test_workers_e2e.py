@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from siprecd.workers.child import port_slice
 from siprecd.workers.routing import worker_for
 from tests.audio import read_wav
+from tests.e2e import test_tls_e2e as tls  # the module: its classes stay its own tests
 from tests.e2e.server import Server, read_text, run_sipp, sipp_available
 from tests.e2e.src import SRCClient
 from tests.e2e.test_media_e2e import TONE_A, TONE_B, stream
@@ -164,6 +165,34 @@ class RestartTests(WorkersTestCase):
         self.assertNotIn("Traceback", server.log())
 
 
+    def test_workers_leave_when_the_parent_is_killed(self) -> None:
+        """A worker without its parent can reach no SRC and would hold its ports from the next
+        parent's worker: it exits at once (70), its calls left to be resumed."""
+        server = self.server()
+        pids = [server.pid_of(index) for index in range(WORKERS)]
+        os.kill(pids[1], signal.SIGHUP)  # reload is the parent's: a worker ignores it
+        time.sleep(0.5)
+        self.assertEqual(server.pid_of(1), pids[1])
+        self.assertNotIn("worker 1 died", server.log())
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait(10)
+        server.process = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and not zombie(pid) for pid in pids):
+            time.sleep(0.1)
+        self.assertEqual([pid for pid in pids if os.path.exists(f"/proc/{pid}") and not zombie(pid)], [])
+        self.assertIn("the parent process is gone", server.worker_logs())
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 class DrainTests(WorkersTestCase):
     def notify_socket(self) -> socket.socket:
         path = f"@siprecd-workers-{os.getpid()}-{time.monotonic_ns()}"
@@ -217,3 +246,15 @@ class DrainTests(WorkersTestCase):
         log = server.log()
         self.assertEqual(len(re.findall(r"worker \d stopped \(exited 0\)", log)), WORKERS, log[-3000:])
         self.assert_clean_logs(server)
+
+
+class WorkersTLSTests(tls.TLSTests):
+    """SIP over TLS through the parent (handshake there; the Contact names the parent's port)."""
+
+    server_class = WorkersServer
+
+
+class WorkersMutualTLSTests(tls.MutualTLSTests):
+    """Client certificates are checked by the parent, before any worker hears of the connection."""
+
+    server_class = WorkersServer
