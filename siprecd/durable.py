@@ -1,9 +1,23 @@
-"""Durable file writes: what a crash or power loss cannot half-do."""
+"""Durable file writes: what a crash or power loss cannot half-do.
+
+:func:`atomic_write` does one file on the calling thread.  :class:`DurableWriter` does many, in
+order, on a thread of its own (group commit): a SIPREC setup wrote ~12 small files, each with
+its own fsync and directory fsync, on the reactor thread, and under media load each fsync took
+1-2 ms while every media socket waited.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
+
+Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
 def sync_directory(path: str) -> None:
@@ -15,15 +29,12 @@ def sync_directory(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, *, mode: int = 0o640) -> None:
-    """Replace ``path`` with ``data`` all at once: temp file, fsync, rename, fsync directory.
-
-    Readers see the old or the new content, never a mix; the temp file never follows a link.
-    """
+def _stage(path: str, data: bytes, mode: int) -> str:
+    """``data`` in a new temporary file beside ``path``, fsynced; returns its name."""
     directory, name = os.path.split(path)
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             os.fchmod(fd, mode)  # the umask must not loosen (or tighten) what was asked for
             view = memoryview(data)
@@ -32,11 +43,161 @@ def atomic_write(path: str, data: bytes, *, mode: int = 0o640) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temporary, path)
-        sync_directory(directory)
     except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
+        _unlink_quietly(temporary)
         raise
+    return temporary
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_write(path: str, data: bytes, *, mode: int = 0o640) -> None:
+    """Replace ``path`` with ``data`` all at once: temp file, fsync, rename, fsync directory.
+
+    Readers see the old or the new content, never a mix; the temp file never follows a link.
+    """
+    temporary = _stage(path, data, mode)
+    try:
+        os.replace(temporary, path)
+        sync_directory(os.path.dirname(path))
+    except BaseException:
+        _unlink_quietly(temporary)
+        raise
+
+
+@dataclass
+class _Job:
+    path: str | None  # None: a barrier
+    data: bytes | None  # None: remove the file
+    mode: int
+    done: Deferred[None] = field(default_factory=Deferred)
+
+
+def write_batch(jobs: list[tuple[str, bytes | None, int]]) -> list[OSError | None]:
+    """Carry out ``(path, data or None to remove, mode)`` in order; one error (or None) per job.
+
+    Group commit: a path written several times is written once, with its last data (the
+    earlier versions would be replaced moments later anyway; their jobs share its outcome);
+    every file is fsynced before any rename, and each directory is fsynced once, after all of
+    its renames.  Renames happen in the order of each path's first job, so a file that came
+    before another in the queue (session.json before the active-session marker) never
+    appears after it, even after a crash half-way.
+    """
+    last: dict[str, int] = {}
+    for index, (path, _, _) in enumerate(jobs):
+        last[path] = index  # dict order: each path's first job; value: its last
+    errors: list[OSError | None] = [None] * len(jobs)
+    staged: dict[str, str] = {}
+    for path, index in last.items():
+        data, mode = jobs[index][1], jobs[index][2]
+        if data is not None:
+            try:
+                staged[path] = _stage(path, data, mode)
+            except OSError as error:
+                errors[index] = error
+    directories: dict[str, list[str]] = {}
+    for path, index in last.items():
+        try:
+            if jobs[index][1] is None:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                continue  # a lost unlink costs nothing: no directory fsync for it
+            if path not in staged:
+                continue
+            try:
+                os.replace(staged[path], path)
+            except BaseException:
+                _unlink_quietly(staged[path])
+                raise
+            directories.setdefault(os.path.dirname(path), []).append(path)
+        except OSError as error:
+            errors[index] = error
+    for directory, paths in directories.items():
+        try:
+            sync_directory(directory)
+        except OSError as error:
+            for path in paths:
+                errors[last[path]] = error
+    for index, (path, _, _) in enumerate(jobs):
+        errors[index] = errors[last[path]]
+    return errors
+
+
+def run_inline(work: Callable[[], Any]) -> Deferred[Any]:
+    """A runner for tests and tools: the work on the calling thread, at once."""
+    return maybeDeferred(work)
+
+
+class DurableWriter:
+    """Files made durable in order, one batch at a time on ``run`` (a one-thread pool).
+
+    ``run(work)`` runs ``work`` elsewhere and fires its Deferred on the reactor thread
+    (``lambda work: deferToThreadPool(reactor, pool, work)``; :func:`run_inline` in tests).
+    Jobs queue on the reactor thread while a batch runs; the next batch takes them all.  A
+    job's Deferred fires when the file is durable, or fails with its OSError (ENOSPC, EIO...),
+    after every job queued before it.
+    """
+
+    def __init__(self, run: Runner = run_inline) -> None:
+        self._run = run
+        self._queue: list[_Job] = []
+        self._busy = False
+        self.batches = 0  # batches run so far (a metric, and for tests)
+
+    def replace(self, path: str, data: bytes, *, mode: int = 0o640) -> Deferred[None]:
+        """Replace ``path`` with ``data`` atomically and durably (as :func:`atomic_write`)."""
+        return self._add(_Job(path, bytes(data), mode))
+
+    def remove(self, path: str) -> Deferred[None]:
+        """Unlink ``path`` (gone already is fine), in order with the writes."""
+        return self._add(_Job(path, None, 0))
+
+    def barrier(self) -> Deferred[None]:
+        """Fires (never fails) once every job queued before it is done."""
+        return self._add(_Job(None, None, 0))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + (1 if self._busy else 0)
+
+    def _add(self, job: _Job) -> Deferred[None]:
+        self._queue.append(job)
+        self._next()
+        return job.done
+
+    def _next(self) -> None:
+        if self._busy or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._busy = True
+        work = [(job.path, job.data, job.mode) for job in batch if job.path is not None]
+        self.batches += 1
+        self._run(lambda: write_batch(work)).addBoth(self._finished, batch)
+
+    def _finished(self, outcome: list[OSError | None] | Failure, batch: list[_Job]) -> None:
+        self._busy = False
+        errors = iter(outcome) if isinstance(outcome, list) else None
+        for job in batch:
+            if job.path is None:
+                job.done.callback(None)
+                continue
+            if errors is None:
+                assert isinstance(outcome, Failure)
+                job.done.errback(outcome)  # not an OSError: a bug, reported by each waiter
+                continue
+            error = next(errors)
+            if error is None:
+                job.done.callback(None)
+            else:
+                job.done.errback(Failure(error))
+        self._next()
+
+
+__all__ = ["DurableWriter", "atomic_write", "run_inline", "sync_directory", "write_batch"]
