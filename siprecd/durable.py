@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
@@ -200,4 +203,25 @@ class DurableWriter:
         self._next()
 
 
-__all__ = ["DurableWriter", "atomic_write", "run_inline", "sync_directory", "write_batch"]
+class DurableWriterService(Service):
+    """The server's DurableWriter on a one-thread pool: one thread keeps the writes in order.
+
+    Started first and stopped last (after the calls are drained): stopping waits for every
+    queued write, then for the thread."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="siprecd-durable")
+        self.writer = DurableWriter(lambda work: deferToThreadPool(reactor, self.pool, work))
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        done = self.writer.barrier()
+        done.addBoth(lambda _: self.pool.stop())
+        return done
+
+
+__all__ = ["DurableWriter", "DurableWriterService", "atomic_write", "run_inline", "sync_directory", "write_batch"]

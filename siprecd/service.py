@@ -18,6 +18,7 @@ from siprecd.config import Config
 from siprecd.crypto.at_rest import AtRest
 from siprecd.crypto.rotation import KeyRotation
 from siprecd.crypto.stores import key_store_from_config
+from siprecd.durable import DurableWriterService
 from siprecd.metrics import Metrics
 from siprecd.preflight import directory_problem
 from siprecd.recording.files import disk_free
@@ -173,7 +174,10 @@ def make_service(
     environ = dict(os.environ) if environ is None else dict(environ)
     top = SequentialService()
     metrics = Metrics()
-    at_rest = AtRest(None)
+    # session.json, metadata, SDP files and the active index, off the reactor thread.
+    durable = DurableWriterService(reactor)
+    durable.setServiceParent(top)
+    at_rest = AtRest(None, durable=durable.writer)
     store = None
     if config.encryption.enabled:
         # Checked in preflight already; opened again here so the server owns its store.
@@ -183,6 +187,7 @@ def make_service(
             config.encryption.algorithm,
             encrypt_metadata=config.encryption.encrypt_metadata,
             chunk_size=config.recording.chunk_size,
+            durable=durable.writer,
         )
         # One rotation for the whole machine: the file key store is shared by the workers.
         rotates = worker is None or worker.role.index == 0

@@ -11,9 +11,12 @@ import json
 import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
+from siprecd.crypto.container import Header, new_aead, new_data_key, seal_chunk, wrap_data_key
 from siprecd.crypto.files import EncryptedPartFile
 from siprecd.crypto.keystore import KeyStore
-from siprecd.durable import atomic_write
+from siprecd.durable import DurableWriter
 
 SUFFIX = ".enc"
 
@@ -32,8 +35,12 @@ class AtRest:
         *,
         encrypt_metadata: bool = False,
         chunk_size: int = 16384,
+        durable: DurableWriter | None = None,
     ) -> None:
         self.keys = keys
+        # session.json, metadata and SDP files go through it (the server's: a thread of its
+        # own; by default they are written at once, on the caller's thread).
+        self.durable = durable or DurableWriter()
         self.algorithm = algorithm
         self.encrypt_metadata = encrypt_metadata and keys is not None
         self.chunk_size = chunk_size
@@ -55,41 +62,34 @@ class AtRest:
         keys, algorithm, chunk_size = self.keys, self.algorithm, self.chunk_size
         return lambda path: EncryptedPartFile(path, keys, algorithm, chunk_size=chunk_size)
 
-    def store_metadata(self, path: str, data: bytes) -> None:
-        """Write a metadata or SDP file once (never replaced), encrypted when configured."""
-        if not self.encrypt_metadata:
-            atomic_write(path, data)
-            return
-        self._seal(path, data)
+    def store_metadata(self, path: str, data: bytes) -> Deferred[None]:
+        """Write a metadata or SDP file once (never replaced), encrypted when configured;
+        fires when it is durable."""
+        return self.durable.replace(path, self.seal(data) if self.encrypt_metadata else data)
 
-    def write_session(self, directory: str, document: dict[str, Any]) -> None:
-        """session.json, and with encrypt_metadata its personal fields sealed beside it."""
+    def write_session(self, directory: str, document: dict[str, Any]) -> Deferred[None]:
+        """session.json, and with encrypt_metadata its personal fields sealed beside it; fires
+        when both are durable (the sealed file is renamed first, as it is queued first)."""
         if self.encrypt_metadata:
-            self._replace_sealed(os.path.join(directory, PRIVATE_FILE), _dump(document))
+            self.durable.replace(os.path.join(directory, PRIVATE_FILE), self.seal(_dump(document)))
             document = redact(document)
             document["private_file"] = PRIVATE_FILE
-        atomic_write(os.path.join(directory, "session.json"), _dump(document))
+        return self.durable.replace(os.path.join(directory, "session.json"), _dump(document))
 
-    def _replace_sealed(self, path: str, data: bytes) -> None:
-        # EncryptedPartFile never replaces a file: seal under a temporary name, then rename.
+    def seal(self, data: bytes) -> bytes:
+        """The whole encrypted file of ``data``: what an EncryptedPartFile written with
+        ``data`` and published holds (full chunks, then the final chunk with the rest)."""
         assert self.keys is not None
-        temporary = path + ".new"
-        for stale in (temporary, temporary + ".part"):
-            if os.path.exists(stale):
-                os.unlink(stale)
-        self._seal(temporary, data)
-        os.replace(temporary, path)
-
-    def _seal(self, path: str, data: bytes) -> None:
-        """One whole encrypted file at ``path`` (which must not exist yet)."""
-        assert self.keys is not None
-        sealed = EncryptedPartFile(path, self.keys, self.algorithm, chunk_size=self.chunk_size)
-        try:
-            sealed.write(data)
-            sealed.publish()
-        except BaseException:
-            sealed.close()
-            raise
+        header = Header.new(self.algorithm, self.chunk_size)
+        data_key = new_data_key()
+        header_bytes = header.encode()
+        out = [header_bytes, wrap_data_key(header, self.keys.current(), data_key).encode()]
+        step = self.chunk_size
+        full = len(data) - len(data) % step
+        pieces = [(data[i : i + step], False) for i in range(0, full, step)] + [(data[full:], True)]
+        for index, (piece, final) in enumerate(pieces):
+            out.append(seal_chunk(new_aead(self.algorithm, data_key), header_bytes, header, index, piece, final))
+        return b"".join(out)
 
 
 def _dump(document: dict[str, Any]) -> bytes:

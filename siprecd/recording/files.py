@@ -16,7 +16,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from siprecd.durable import atomic_write
+from twisted.internet.defer import Deferred
+
+from siprecd.durable import DurableWriter, atomic_write
 
 log = Logger()
 
@@ -74,21 +76,27 @@ class ActiveIndex:
     the sessions whose files need recovering.
     """
 
-    def __init__(self, root: str, name: str = ACTIVE) -> None:
+    def __init__(self, root: str, name: str = ACTIVE, durable: DurableWriter | None = None) -> None:
         self.path = os.path.join(root, name)
+        self.durable = durable or DurableWriter()
+        self._made = False
 
-    def mark(self, session_id: str, directory: str) -> None:
+    def mark(self, session_id: str, directory: str) -> Deferred[None]:
+        """Fires (never fails) when the marker is durable, or could not be written: losing
+        it only costs recovery after a crash, never the recording."""
         try:
-            os.makedirs(self.path, mode=0o750, exist_ok=True)
-            atomic_write(os.path.join(self.path, session_id), directory.encode())
+            if not self._made:
+                os.makedirs(self.path, mode=0o750, exist_ok=True)
+                self._made = True
         except OSError:
-            pass  # losing the marker only costs recovery after a crash, never the recording
+            pass  # the write below fails and is ignored as well
+        written = self.durable.replace(os.path.join(self.path, session_id), directory.encode())
+        return written.addErrback(lambda _: None)
 
-    def unmark(self, session_id: str) -> None:
-        try:
-            os.unlink(os.path.join(self.path, session_id))
-        except OSError:
-            pass
+    def unmark(self, session_id: str) -> Deferred[None]:
+        # A lost unlink (crash) leaves a marker of a session whose session.json says ended:
+        # recovery closes it again, harmlessly.  So no fsync, only the order of the writer.
+        return self.durable.remove(os.path.join(self.path, session_id)).addErrback(lambda _: None)
 
     def entries(self) -> list[tuple[str, str]]:
         """(session_id, directory) of every marked session."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -83,6 +83,9 @@ class Call:
     answer: bytes
     dialog: Dialog
     offer: bytes = b""
+    # session.json of the setup (or of the resumption) written: None when durable, else the
+    # error (logged and counted already).  The initial INVITE's 200 waits for it.
+    saved: Deferred[Exception | None] | None = None
     # Orphan detection: RTP+RTCP datagrams counted at the last sweep, and the last time those
     # moved or an in-dialog request arrived.
     activity: int = -1
@@ -110,7 +113,12 @@ class Controller:
         self.takeovers = Takeovers(self)
         self.keeper = SessionKeeper(self)
         self.clock = clock
-        self.active = ActiveIndex(config.recording.directory, active_index_name(config.worker_index))
+        # One writer for session.json, metadata, SDP files and the active index (AtRest's):
+        # in order, off the reactor thread in the server.
+        self.durable = self.at_rest.durable
+        self.active = ActiveIndex(
+            config.recording.directory, active_index_name(config.worker_index), durable=self.durable
+        )
         self.config = config
         self.ports = ports
         self.stack: SIPStack | None = None
@@ -172,7 +180,43 @@ class Controller:
             src=dialog.source,
             streams=sum(1 for s in session.streams if s.choice.accepted),
         )
-        return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+        return self.answer_when_saved(session, answer)
+
+    def answer_when_saved(self, session: RecordingSession, answer: bytes) -> Deferred[ResponseSpec]:
+        """The 200 leaves once the session's files (session.json, the metadata, the SDP files
+        and the active-session marker, queued before it) are durable, as when they were written
+        on the reactor thread; if session.json cannot be written the call is refused (503) and
+        leaves nothing behind, as before."""
+        call = self.calls.get(session.session_id)
+        saved = call.saved if call is not None and call.saved is not None else succeed(None)
+
+        def answered(error: Exception | None) -> ResponseSpec:
+            if error is not None and session.state != SessionState.ENDED:
+                self._refuse(session)
+                full = getattr(error, "errno", None) in DISK_FULL
+                raise ServiceUnavailable(
+                    "recording storage is full" if full else "recording storage is not writable",
+                    retry_after=self.config.siprec.retry_after,
+                )
+            # Ended meanwhile (CANCEL): the UAS sends nothing more for this INVITE.
+            return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+
+        return saved.addCallback(answered)
+
+    def _refuse(self, session: RecordingSession) -> None:
+        """Undo a session whose setup could not be stored: ports, media, state, files."""
+        call = self.calls.pop(session.session_id, None)
+        self.sessions.pop(session.session_id, None)
+        session.state = SessionState.ENDED
+        if call is not None:
+            call.streams.release_all()
+            call.media.stop()
+            call.dialog.session = None
+        self.active.unmark(session.session_id)
+        self.keeper.persist(session)  # ended: forgotten by the state store
+        directory = session.directory
+        # After what is queued for it (the writer would otherwise recreate nothing, but fail).
+        self.durable.barrier().addCallback(lambda _: shutil.rmtree(directory, ignore_errors=True))
 
     def session_media(self, session: RecordingSession, dialog: Dialog) -> SessionMedia:
         session_id = session.session_id
@@ -240,7 +284,7 @@ class Controller:
         self.sessions[session.session_id] = session
         self.active.mark(session.session_id, session.directory)
         media.start()
-        self._save(session)
+        call.saved = self._save(session)
 
     def reinvite(self, request: Request, dialog: Dialog) -> ResponseSpec:
         return self._renegotiate(request, dialog)
@@ -257,10 +301,10 @@ class Controller:
                 self._save(call.session)
         return ResponseSpec(200, "OK")
 
-    def bye(self, request: Request, dialog: Dialog) -> None:
+    def bye(self, request: Request, dialog: Dialog) -> Deferred[Any] | None:
         call = self._call(dialog)
         if call is None:
-            return
+            return None
         self._touch(call)
         try:
             if request.body:
@@ -276,8 +320,9 @@ class Controller:
             )
         finally:
             # Finalized before the 200 leaves: an SRC (or anyone watching) that has the 200
-            # finds session.json final, with the BYE's metadata in it.
-            self._finish(dialog, "BYE from the SRC")
+            # finds session.json final, with the BYE's metadata in it (durable: the 200 waits).
+            saved = self._finish(dialog, "BYE from the SRC")
+        return saved
 
     def acked(self, dialog: Dialog) -> None:
         pass
@@ -285,13 +330,14 @@ class Controller:
     def dialog_ended(self, dialog: Dialog, reason: str) -> None:
         self._finish(dialog, reason)
 
-    def _finish(self, dialog: Dialog, reason: str) -> None:
+    def _finish(self, dialog: Dialog, reason: str) -> Deferred[Exception | None] | None:
+        """End the call; the Deferred fires when its final session.json is durable."""
         call = self._call(dialog)
         if call is None:
-            return
+            return None
         session, streams = call.session, call.streams
         if session.state == SessionState.ENDED:
-            return
+            return None
         streams.release_all()  # each stream's file is published as its ports are released
         call.media.stop()  # then the mix, which both streams fed to the end
         session.state = SessionState.ENDED
@@ -304,13 +350,14 @@ class Controller:
         if self.metrics is not None:
             # The same turn the session leaves live_media(): its counts move to the totals.
             self.metrics.session_finished(reason, session.streams, call.media.mix_writers)
-        self._save(session)
+        saved = self._save(session)
         self.active.unmark(session.session_id)
         log.info(
             "recording session {session_id} ended ({reason})",
             session_id=session.session_id, call_id=session.call_id,
             reason=reason,
         )
+        return saved
 
     # --- negotiation ------------------------------------------------------------------------
 
@@ -453,17 +500,14 @@ class Controller:
         )
 
     def _create_files(self, session: RecordingSession) -> None:
+        # session.json is written once the call is set up (adopt), in the same batch as its
+        # metadata and SDP files: an earlier version here was replaced moments later, and a
+        # crash in between left a directory the active index does not name either way.
         files = SessionFiles(session.directory)
-        created = False
         try:
             files.create()
-            created = True
-            self.at_rest.write_session(session.directory, session.to_json())
         except (OSError, RecordingWriteError) as error:
             self._count("storage_errors")
-            if created:
-                # No directory without a session.json for a call that was refused.
-                shutil.rmtree(session.directory, ignore_errors=True)
             full = error.errno in DISK_FULL
             log.error(
                 "cannot create recording session directory {path}: {error}",
@@ -477,22 +521,37 @@ class Controller:
 
     def _store_sdp(self, session: RecordingSession, kind: str, data: bytes) -> None:
         name = self.at_rest.metadata_name(f"sdp-{len(session.sdp_files) + 1:04d}-{kind}.sdp")
-        try:
-            # SDES keys stay out of files: the SDP is kept for audit, its a=crypto keys redacted.
-            self.at_rest.store_metadata(os.path.join(session.directory, name), redact_keys(data))
-            session.sdp_files.append(name)
-        except (OSError, RecordingWriteError) as error:
-            self._count("storage_errors")
-            log.error("cannot store {name} for {session_id}: {error}", name=name, session_id=session.session_id, call_id=session.call_id, error=error)
+        # Listed at once (the session.json queued after it names it); dropped again if it
+        # could not be stored, which the next session.json then says.
+        session.sdp_files.append(name)
 
-    def _save(self, session: RecordingSession) -> None:
-        try:
-            self.at_rest.write_session(session.directory, session.to_json())
-        except (OSError, RecordingWriteError) as error:
+        def failed(failure: Any) -> None:
+            failure.trap(OSError, RecordingWriteError)
+            self._count("storage_errors")
+            if name in session.sdp_files:
+                session.sdp_files.remove(name)
+            log.error("cannot store {name} for {session_id}: {error}", name=name, session_id=session.session_id, call_id=session.call_id, error=failure.value)
+
+        # SDES keys stay out of files: the SDP is kept for audit, its a=crypto keys redacted.
+        path = os.path.join(session.directory, name)
+        maybeDeferred(self.at_rest.store_metadata, path, redact_keys(data)).addErrback(failed).addErrback(
+            lambda f: log.failure("storing {name}", f, name=name)
+        )
+
+    def _save(self, session: RecordingSession) -> Deferred[Exception | None]:
+        """session.json (queued: durable when the Deferred fires with None; a failure is
+        logged, counted and given as the result) and the state store (at once)."""
+        def failed(failure: Any) -> Exception:
+            failure.trap(OSError, RecordingWriteError)
             # The previous session.json stays intact (atomic rename); the next change retries.
             self._count("storage_errors")
-            log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, call_id=session.call_id, error=error)
+            log.error("cannot write session.json of {session_id}: {error}", session_id=session.session_id, call_id=session.call_id, error=failure.value)
+            return failure.value
+
+        written = maybeDeferred(self.at_rest.write_session, session.directory, session.to_json())
+        written.addCallbacks(lambda _: None, failed)
         self.keeper.persist(session)
+        return written
 
     def _touch(self, call: Call | None) -> None:
         if call is not None:

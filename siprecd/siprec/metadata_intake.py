@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
 from siprecd.metadata import MetadataError, parse_metadata
@@ -57,17 +58,21 @@ class MetadataIntake:
         index = len(session.metadata_versions) + 1
         name = self._at_rest.metadata_name(f"metadata-{index:04d}.xml")
         version = MetadataVersion(index, name, now, method, part.content_type, parsed=False)
-        try:
-            self._at_rest.store_metadata(os.path.join(session.directory, name), part.body)
-        except (OSError, RecordingWriteError) as error:
+
+        def failed(failure: Any) -> None:
+            # The next session.json says the version has no file.
+            failure.trap(OSError, RecordingWriteError)
             self._count("storage_errors")
             version.file = ""
             log.error(
                 "cannot store {name} of {session_id}: {error}",
                 name=name,
                 session_id=session.session_id, call_id=session.call_id,
-                error=error,
+                error=failure.value,
             )
+
+        stored = maybeDeferred(self._at_rest.store_metadata, os.path.join(session.directory, name), part.body)
+        stored.addErrback(failed).addErrback(lambda f: log.failure("storing {name}", f, name=name))
         session.metadata_versions.append(version)
         session.metadata_documents.append(
             {"received_at": now, "body": base64.b64encode(part.body).decode("ascii")}

@@ -139,7 +139,7 @@ class Takeovers:
         c.resumer.announce(session)
         d = record["dialog"]
         self._forget((d["call_id"], d["local_tag"], d["remote_tag"]))
-        return ResponseSpec(200, "OK", body=answer, content_type="application/sdp")
+        return c.answer_when_saved(session, answer)  # type: ignore[return-value]
 
     def _carried_security(self, record: dict[str, Any]) -> dict[str, Any]:
         """The dead node's SRTP agreements per stream, for an offer that repeats their keys.
