@@ -142,6 +142,10 @@ class Controller:
     # --- Application ------------------------------------------------------------------------
 
     def invite(self, request: Request, dialog: Dialog) -> ResponseSpec | Deferred[ResponseSpec]:
+        with self.durable.gathered():
+            return self._invite(request, dialog)
+
+    def _invite(self, request: Request, dialog: Dialog) -> ResponseSpec | Deferred[ResponseSpec]:
         siprec = is_siprec(request)
         if not siprec and not self.config.siprec.accept_plain_calls:
             self._count("plain_calls_refused")
@@ -287,10 +291,12 @@ class Controller:
         call.saved = self._save(session)
 
     def reinvite(self, request: Request, dialog: Dialog) -> ResponseSpec:
-        return self._renegotiate(request, dialog)
+        with self.durable.gathered():
+            return self._renegotiate(request, dialog)
 
     def update(self, request: Request, dialog: Dialog) -> ResponseSpec:
-        return self._renegotiate(request, dialog)
+        with self.durable.gathered():
+            return self._renegotiate(request, dialog)
 
     def info(self, request: Request, dialog: Dialog) -> ResponseSpec:
         call = self._call(dialog)
@@ -302,6 +308,10 @@ class Controller:
         return ResponseSpec(200, "OK")
 
     def bye(self, request: Request, dialog: Dialog) -> Deferred[Any] | None:
+        with self.durable.gathered():
+            return self._bye(request, dialog)
+
+    def _bye(self, request: Request, dialog: Dialog) -> Deferred[Any] | None:
         call = self._call(dialog)
         if call is None:
             return None
@@ -328,7 +338,8 @@ class Controller:
         pass
 
     def dialog_ended(self, dialog: Dialog, reason: str) -> None:
-        self._finish(dialog, reason)
+        with self.durable.gathered():
+            self._finish(dialog, reason)
 
     def _finish(self, dialog: Dialog, reason: str) -> Deferred[Exception | None] | None:
         """End the call; the Deferred fires when its final session.json is durable."""
