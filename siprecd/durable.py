@@ -8,6 +8,7 @@ its own fsync and directory fsync, on the reactor thread, and under media load e
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -74,16 +75,56 @@ def atomic_write(path: str, data: bytes, *, mode: int = 0o640) -> None:
         raise
 
 
+def publish(part_path: str, path: str, *, sync: bool = True) -> None:
+    """Atomically give ``part_path``'s file the name ``path``; never replaces an existing file.
+
+    Raises FileExistsError if ``path`` exists.  A crash between the link and the unlink leaves
+    both names on one inode, which recovery recognises and cleans.  ``sync``: fsync the
+    directory (a batch does it once for all its files).
+    """
+    try:
+        os.link(part_path, path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # No hard links here (some network/FUSE filesystems): check, then rename.
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "file exists", path) from e
+        os.rename(part_path, path)
+    else:
+        os.unlink(part_path)
+    if sync:
+        sync_directory(os.path.dirname(path) or ".")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A finished ``.part`` file handed over open: fsync, close, then publish."""
+
+    fd: int
+    part_path: str
+
+
 @dataclass
 class _Job:
     path: str | None  # None: a barrier
-    data: bytes | None  # None: remove the file
+    data: bytes | Part | None  # None: remove the file
     mode: int
     done: Deferred[None] = field(default_factory=Deferred)
 
 
-def write_batch(jobs: list[tuple[str, bytes | None, int]]) -> list[OSError | None]:
-    """Carry out ``(path, data or None to remove, mode)`` in order; one error (or None) per job.
+def _sync_part(part: Part) -> None:
+    try:
+        os.fsync(part.fd)
+    finally:
+        os.close(part.fd)
+
+
+def write_batch(jobs: list[tuple[str, bytes | Part | None, int]]) -> list[OSError | None]:
+    """Carry out ``(path, data, mode)`` in order; one error (or None) per job.  ``data``: the
+    new content, None to remove the file, or a :class:`Part` to publish under ``path``.
 
     Group commit: a path written several times is written once, with its last data (the
     earlier versions would be replaced moments later anyway; their jobs share its outcome);
@@ -99,11 +140,14 @@ def write_batch(jobs: list[tuple[str, bytes | None, int]]) -> list[OSError | Non
     staged: dict[str, str] = {}
     for path, index in last.items():
         data, mode = jobs[index][1], jobs[index][2]
-        if data is not None:
-            try:
+        try:
+            if isinstance(data, Part):
+                _sync_part(data)
+                staged[path] = data.part_path
+            elif data is not None:
                 staged[path] = _stage(path, data, mode)
-            except OSError as error:
-                errors[index] = error
+        except OSError as error:
+            errors[index] = error
     directories: dict[str, list[str]] = {}
     for path, index in last.items():
         try:
@@ -115,11 +159,14 @@ def write_batch(jobs: list[tuple[str, bytes | None, int]]) -> list[OSError | Non
                 continue  # a lost unlink costs nothing: no directory fsync for it
             if path not in staged:
                 continue
-            try:
-                os.replace(staged[path], path)
-            except BaseException:
-                _unlink_quietly(staged[path])
-                raise
+            if isinstance(jobs[index][1], Part):
+                publish(staged[path], path, sync=False)  # a failure leaves the .part for recovery
+            else:
+                try:
+                    os.replace(staged[path], path)
+                except BaseException:
+                    _unlink_quietly(staged[path])
+                    raise
             directories.setdefault(os.path.dirname(path), []).append(path)
         except OSError as error:
             errors[index] = error
@@ -159,6 +206,11 @@ class DurableWriter:
     def replace(self, path: str, data: bytes, *, mode: int = 0o640) -> Deferred[None]:
         """Replace ``path`` with ``data`` atomically and durably (as :func:`atomic_write`)."""
         return self._add(_Job(path, bytes(data), mode))
+
+    def publish(self, fd: int, part_path: str, path: str) -> Deferred[None]:
+        """Take over ``fd`` (the finished ``part_path``): fsync, close and publish it under
+        ``path`` (never replacing a file; as :meth:`PartFile.publish` did on its own)."""
+        return self._add(_Job(path, Part(fd, part_path), 0))
 
     def remove(self, path: str) -> Deferred[None]:
         """Unlink ``path`` (gone already is fine), in order with the writes."""
@@ -237,4 +289,4 @@ class DurableWriterService(Service):
         return done
 
 
-__all__ = ["DurableWriter", "DurableWriterService", "atomic_write", "run_inline", "sync_directory", "write_batch"]
+__all__ = ["DurableWriter", "DurableWriterService", "Part", "atomic_write", "publish", "run_inline", "sync_directory", "write_batch"]

@@ -8,6 +8,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from siprecd.recording.wav import PartFile
 from siprecd.crypto.at_rest import PRIVATE_FILE, AtRest, redact
 from siprecd.crypto.files import decrypt_stream, is_encrypted
 from siprecd.crypto.keystore import MemoryKeyStore
@@ -35,7 +36,12 @@ class AtRestTests(SynchronousTestCase):
     def test_clear_by_default(self) -> None:
         at_rest = AtRest(None)
         self.assertEqual((at_rest.audio_name("x.wav"), at_rest.metadata_name("m.xml")), ("x.wav", "m.xml"))
-        self.assertIsNone(at_rest.open_audio())
+        # Clear files too are opened through it: published by the durable writer.
+        part = at_rest.open_audio()(os.path.join(self.mktemp() + "-x.wav"))
+        self.addCleanup(os.unlink, part.part_path)
+        self.assertIsInstance(part, PartFile)
+        self.assertIs(part.durable, at_rest.durable)
+        part.close()
         at_rest.write_session(self.directory, dict(DOCUMENT))
         with open(os.path.join(self.directory, "session.json")) as handle:
             self.assertEqual(json.load(handle), DOCUMENT)

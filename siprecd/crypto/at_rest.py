@@ -17,6 +17,7 @@ from siprecd.crypto.container import Header, new_aead, new_data_key, seal_chunk,
 from siprecd.crypto.files import EncryptedPartFile
 from siprecd.crypto.keystore import KeyStore
 from siprecd.durable import DurableWriter
+from siprecd.recording.wav import PartFile
 
 SUFFIX = ".enc"
 
@@ -56,11 +57,13 @@ class AtRest:
         return name + SUFFIX if self.encrypt_metadata else name
 
     def open_audio(self) -> Any:
-        """The ``open_file`` a WavWriter takes: None writes in clear."""
+        """The ``open_file`` a WavWriter takes (clear or encrypted): files published through
+        the durable writer, in order with session.json."""
+        durable = self.durable
         if self.keys is None:
-            return None
+            return lambda path: PartFile(path, durable=durable)
         keys, algorithm, chunk_size = self.keys, self.algorithm, self.chunk_size
-        return lambda path: EncryptedPartFile(path, keys, algorithm, chunk_size=chunk_size)
+        return lambda path: EncryptedPartFile(path, keys, algorithm, chunk_size=chunk_size, durable=durable)
 
     def store_metadata(self, path: str, data: bytes) -> Deferred[None]:
         """Write a metadata or SDP file once (never replaced), encrypted when configured;

@@ -36,7 +36,7 @@ from siprecd.crypto.container import (
     wrap_data_key,
 )
 from siprecd.recording.recovery import _repair_wav
-from siprecd.durable import sync_directory
+from siprecd.durable import DurableWriter, sync_directory
 from siprecd.recording.wav import PartFile, RecordingWriteError, publish
 
 __all__ = [
@@ -69,6 +69,7 @@ class EncryptedPartFile:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         mode: int = 0o640,
+        durable: DurableWriter | None = None,
     ) -> None:
         self.header = Header.new(algorithm, chunk_size)  # ValueError for a bad algorithm or size
         kek = keys.current()
@@ -90,7 +91,7 @@ class EncryptedPartFile:
         #: The first write error; the file accepts nothing after it.
         self.failed: RecordingWriteError | None = None
         self.published = False
-        self._file = PartFile(path, mode=mode)
+        self._file = PartFile(path, mode=mode, durable=durable)
         self.path = path
         self.part_path = self._file.part_path
         try:

@@ -27,7 +27,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from siprecd.durable import sync_directory
+from twisted.logger import Logger
+
+from siprecd.durable import DurableWriter, publish
+
+log = Logger()
 
 __all__ = [
     "PART_SUFFIX",
@@ -36,6 +40,7 @@ __all__ = [
     "PartFile",
     "WavWriter",
     "wav_header",
+    "publish",
 ]
 
 PART_SUFFIX = ".part"
@@ -80,8 +85,12 @@ class PartFile:
     counts every byte :meth:`write` put in the file, and never goes down (a metric).
     """
 
-    def __init__(self, path: str, *, part_path: str | None = None, mode: int = 0o640) -> None:
+    def __init__(
+        self, path: str, *, part_path: str | None = None, mode: int = 0o640, durable: DurableWriter | None = None
+    ) -> None:
         self.path = path
+        # Publishing (fsync, link, directory fsync) through it: off the reactor thread.
+        self.durable = durable
         self.part_path = part_path if part_path is not None else path + PART_SUFFIX
         self.size = 0
         self.written = 0
@@ -135,6 +144,15 @@ class PartFile:
     def publish(self) -> str:
         """fsync, close, and make the file appear under its final name; returns that name."""
         fd = self._require_open()
+        if self.durable is not None:
+            # The writer owns the descriptor now.  A failure leaves the .part file, which
+            # start-up recovery publishes; it is logged here, the recording is already over.
+            self._fd = None
+            part_path = self.part_path
+            self.durable.publish(fd, part_path, self.path).addErrback(
+                lambda f: log.error("cannot publish {path}: {error}", path=part_path, error=f.value)
+            )
+            return self.path
         try:
             try:
                 os.fsync(fd)
@@ -156,28 +174,6 @@ class PartFile:
         if self._fd is None:
             raise RecordingWriteError(self.part_path, OSError(errno.EBADF, "file already closed"))
         return self._fd
-
-
-def publish(part_path: str, path: str) -> None:
-    """Atomically give ``part_path``'s file the name ``path``; never replaces an existing file.
-
-    Raises FileExistsError if ``path`` exists.  A crash between the link and the unlink leaves
-    both names on one inode, which recovery recognises and cleans.
-    """
-    try:
-        os.link(part_path, path)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-        # No hard links here (some network/FUSE filesystems): check, then rename.
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "file exists", path) from e
-        os.rename(part_path, path)
-    else:
-        os.unlink(part_path)
-    sync_directory(os.path.dirname(path) or ".")
 
 
 def wav_header(sample_rate: int, channels: int, data_size: int) -> bytes:
