@@ -98,6 +98,28 @@ class WriteBatchTests(TestCase):
         self.assertEqual([e.errno if e else None for e in errors], [errno.EIO, errno.EIO])
 
 
+    def test_publish_fsyncs_closes_and_links_never_replacing(self) -> None:
+        fds = []
+        for name in ("a.wav", "b.wav"):
+            fd = os.open(self.path(name + ".part"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+            os.write(fd, name.encode())
+            fds.append(fd)
+        with open(self.path("b.wav"), "wb") as handle:
+            handle.write(b"finished before")
+        errors = write_batch([
+            (self.path("a.wav"), durable.Part(fds[0], self.path("a.wav.part")), 0),
+            (self.path("b.wav"), durable.Part(fds[1], self.path("b.wav.part")), 0),
+        ])
+        self.assertIsNone(errors[0])
+        assert errors[1] is not None
+        self.assertEqual(errors[1].errno, errno.EEXIST)
+        self.assertEqual(self.read("a.wav"), b"a.wav")
+        self.assertEqual(self.read("b.wav"), b"finished before")  # never replaced
+        self.assertEqual(sorted(os.listdir(self.dir)), ["a.wav", "b.wav", "b.wav.part"])  # kept for recovery
+        for fd in fds:
+            self.assertRaises(OSError, os.fstat, fd)  # closed
+
+
 class DurableWriterTests(TestCase):
     def setUp(self) -> None:
         self.dir = tempfile.mkdtemp()

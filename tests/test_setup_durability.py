@@ -53,8 +53,13 @@ class SetupDurabilityTests(ControllerTestCase):
         # The BYE's 200 waits for the final session.json (and the marker's removal).
         before, branch = self.send(call, "BYE")
         self.assertEqual(self.finals(before, branch), [])
+        self.assertIn("stream-1-a.wav.part", {os.path.basename(f) for f in self.files()})
         self.pool.step()
         self.assertEqual([r.status for r in self.finals(before, branch)], [200])
+        # Published (fsync, link) in the batch before the 200, with the final session.json.
+        names = {os.path.basename(f) for f in self.files()}
+        self.assertIn("stream-1-a.wav", names)
+        self.assertFalse([n for n in names if n.endswith(".part")], names)
         self.assertEqual(self.session(call)["state"], "ended")
         self.assertEqual(os.listdir(os.path.join(self.recordings, ".active")), [])
 
