@@ -50,6 +50,13 @@ class SetupDurabilityTests(ControllerTestCase):
         self.assertEqual(len(os.listdir(os.path.join(self.recordings, ".active"))), 1)
         self.assertEqual(self.pool.waiting, [])
         call.to_tag = response.to.tag
+        # A re-INVITE's 200 waits for its SDP files and session.json too.
+        before, branch = self.send(call, "INVITE", sdp_offer(audio(10000, "a"), version=2), "application/sdp")
+        self.assertEqual(self.finals(before, branch), [])
+        self.pool.step()
+        self.assertEqual([r.status for r in self.finals(before, branch)], [200])
+        self.assertIn("sdp-0004-answer.sdp", {os.path.basename(f) for f in self.files()})
+        call.ack()
         # The BYE's 200 waits for the final session.json (and the marker's removal).
         before, branch = self.send(call, "BYE")
         self.assertEqual(self.finals(before, branch), [])

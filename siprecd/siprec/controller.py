@@ -193,6 +193,8 @@ class Controller:
         leaves nothing behind, as before."""
         call = self.calls.get(session.session_id)
         saved = call.saved if call is not None and call.saved is not None else succeed(None)
+        if call is not None:
+            call.saved = None  # its result is the response's from here on
 
         def answered(error: Exception | None) -> ResponseSpec:
             if error is not None and session.state != SessionState.ENDED:
@@ -290,22 +292,28 @@ class Controller:
         media.start()
         call.saved = self._save(session)
 
-    def reinvite(self, request: Request, dialog: Dialog) -> ResponseSpec:
+    def reinvite(self, request: Request, dialog: Dialog) -> Deferred[ResponseSpec]:
         with self.durable.gathered():
-            return self._renegotiate(request, dialog)
+            return self._after_writes(self._renegotiate(request, dialog))
 
-    def update(self, request: Request, dialog: Dialog) -> ResponseSpec:
+    def update(self, request: Request, dialog: Dialog) -> Deferred[ResponseSpec]:
         with self.durable.gathered():
-            return self._renegotiate(request, dialog)
+            return self._after_writes(self._renegotiate(request, dialog))
 
-    def info(self, request: Request, dialog: Dialog) -> ResponseSpec:
-        call = self._call(dialog)
-        self._touch(call)
-        if call is not None and request.body:
-            parts = parse_body(request.headers.get("Content-Type"), request.body)
-            if self.metadata.take(call.session, parts, request.method):
-                self._save(call.session)
-        return ResponseSpec(200, "OK")
+    def _after_writes(self, spec: ResponseSpec) -> Deferred[ResponseSpec]:
+        """The response once what the request changed (SDP files, metadata, session.json) is
+        durable, as when those were written before returning; their errors are logged only."""
+        return self.durable.barrier().addCallback(lambda _: spec)
+
+    def info(self, request: Request, dialog: Dialog) -> Deferred[ResponseSpec]:
+        with self.durable.gathered():
+            call = self._call(dialog)
+            self._touch(call)
+            if call is not None and request.body:
+                parts = parse_body(request.headers.get("Content-Type"), request.body)
+                if self.metadata.take(call.session, parts, request.method):
+                    self._save(call.session)
+            return self._after_writes(ResponseSpec(200, "OK"))
 
     def bye(self, request: Request, dialog: Dialog) -> Deferred[Any] | None:
         with self.durable.gathered():
