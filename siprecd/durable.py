@@ -34,24 +34,44 @@ def sync_directory(path: str) -> None:
         os.close(fd)
 
 
-def _stage(path: str, data: bytes, mode: int) -> str:
-    """``data`` in a new temporary file beside ``path``, fsynced; returns its name."""
+def _stage(path: str, data: bytes, mode: int) -> tuple[str, int]:
+    """``data`` in a new temporary file beside ``path``, its write-back started; returns its
+    name and the open descriptor, for :func:`_sync_close`."""
     directory, name = os.path.split(path)
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        try:
-            os.fchmod(fd, mode)  # the umask must not loosen (or tighten) what was asked for
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fchmod(fd, mode)  # the umask must not loosen (or tighten) what was asked for
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        _start_writeback(fd)
     except BaseException:
+        os.close(fd)
         _unlink_quietly(temporary)
         raise
-    return temporary
+    return temporary, fd
+
+
+def _start_writeback(fd: int) -> None:
+    """Start writing the file's dirty pages now, without waiting.  On ext4 (delayed
+    allocation) a batch's files then get their blocks before the first fsync, whose journal
+    commit takes them all: the batch's other fsyncs find nothing left to commit.  Without it
+    each fsync allocated its own blocks and forced a commit of its own, each waiting for the
+    recordings' data (data=ordered): 1-2 ms apiece under media load.  (POSIX_FADV_DONTNEED
+    starts asynchronous write-back of dirty pages; the cache of these small files is not
+    needed again.)"""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError):
+        pass  # an optimisation only: the fsync still makes the file durable
+
+
+def _sync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -66,8 +86,9 @@ def atomic_write(path: str, data: bytes, *, mode: int = 0o640) -> None:
 
     Readers see the old or the new content, never a mix; the temp file never follows a link.
     """
-    temporary = _stage(path, data, mode)
+    temporary, fd = _stage(path, data, mode)
     try:
+        _sync_close(fd)
         os.replace(temporary, path)
         sync_directory(os.path.dirname(path))
     except BaseException:
@@ -115,13 +136,6 @@ class _Job:
     done: Deferred[None] = field(default_factory=Deferred)
 
 
-def _sync_part(part: Part) -> None:
-    try:
-        os.fsync(part.fd)
-    finally:
-        os.close(part.fd)
-
-
 def write_batch(jobs: list[tuple[str, bytes | Part | None, int]]) -> list[OSError | None]:
     """Carry out ``(path, data, mode)`` in order; one error (or None) per job.  ``data``: the
     new content, None to remove the file, or a :class:`Part` to publish under ``path``.
@@ -137,17 +151,28 @@ def write_batch(jobs: list[tuple[str, bytes | Part | None, int]]) -> list[OSErro
     for index, (path, _, _) in enumerate(jobs):
         last[path] = index  # dict order: each path's first job; value: its last
     errors: list[OSError | None] = [None] * len(jobs)
-    staged: dict[str, str] = {}
+    # Every file written and its write-back started, then every file fsynced (see
+    # _start_writeback), then the renames.
+    opened: dict[str, tuple[str, int]] = {}
     for path, index in last.items():
         data, mode = jobs[index][1], jobs[index][2]
         try:
             if isinstance(data, Part):
-                _sync_part(data)
-                staged[path] = data.part_path
+                _start_writeback(data.fd)
+                opened[path] = (data.part_path, data.fd)
             elif data is not None:
-                staged[path] = _stage(path, data, mode)
+                opened[path] = _stage(path, data, mode)
         except OSError as error:
             errors[index] = error
+    staged: dict[str, str] = {}
+    for path, (name, fd) in opened.items():
+        try:
+            _sync_close(fd)
+            staged[path] = name
+        except OSError as error:
+            errors[last[path]] = error
+            if not isinstance(jobs[last[path]][1], Part):
+                _unlink_quietly(name)  # a .part file stays for recovery
     directories: dict[str, list[str]] = {}
     for path, index in last.items():
         try:
