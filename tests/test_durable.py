@@ -172,3 +172,42 @@ class DurableWriterTests(TestCase):
             self.assertEqual(handle.read(), b"data")
         self.assertIsNone(self.successResultOf(writer.remove(path)))
         self.assertFalse(os.path.exists(path))
+
+
+class ParallelAndServiceTests(TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.dir, ignore_errors=True))
+
+    def test_parallel_map_keeps_rename_order_and_outcomes(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        renamed: list[str] = []
+        real = os.replace
+        with ThreadPoolExecutor(4) as pool, mock.patch.object(
+            durable.os, "replace", side_effect=lambda a, b: (renamed.append(os.path.basename(b)), real(a, b))
+        ):
+            names = [f"f{i}" for i in range(20)]
+            jobs: list[tuple[str, bytes | None, int]] = [(os.path.join(self.dir, n), n.encode(), 0o640) for n in names]
+            jobs.append((os.path.join(self.dir, "missing", "x"), b"x", 0o640))
+            errors = write_batch(jobs, pool.map)  # type: ignore[arg-type]
+        self.assertEqual(renamed, names)
+        self.assertEqual(errors[:20], [None] * 20)
+        assert errors[20] is not None
+        self.assertEqual(errors[20].errno, errno.ENOENT)
+
+    def test_service_writes_on_its_threads_and_stops_after_the_queue(self) -> None:
+        from twisted.internet import reactor
+
+        service = durable.DurableWriterService(reactor)
+        service.startService()
+        path = os.path.join(self.dir, "session.json")
+        written = service.writer.replace(path, b"{}")
+        stopped = service.stopService()  # waits for the write, then for the threads
+
+        def check(_: object) -> None:
+            self.assertTrue(written.called)
+            with open(path, "rb") as handle:
+                self.assertEqual(handle.read(), b"{}")
+
+        return stopped.addCallback(check)
