@@ -12,7 +12,6 @@ import errno
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,62 +136,43 @@ class _Job:
     done: Deferred[None] = field(default_factory=Deferred)
 
 
-Mapper = Callable[[Callable[[Any], Any], list[Any]], Any]
-
-
-def write_batch(jobs: list[tuple[str, bytes | Part | None, int]], parallel: Mapper = map) -> list[OSError | None]:
+def write_batch(jobs: list[tuple[str, bytes | Part | None, int]]) -> list[OSError | None]:
     """Carry out ``(path, data, mode)`` in order; one error (or None) per job.  ``data``: the
     new content, None to remove the file, or a :class:`Part` to publish under ``path``.
 
     Group commit: a path written several times is written once, with its last data (the
     earlier versions would be replaced moments later anyway; their jobs share its outcome);
-    every file is written, then fsynced, before any rename, and each directory is fsynced
-    once, after all of its renames.  Renames happen in the order of each path's first job, so
-    a file that came before another in the queue (session.json before the active-session
-    marker) never appears after it, even after a crash half-way.  ``parallel``: a ``map`` for
-    the writes and fsyncs, whose order does not matter (a thread pool's: a busy journal makes
-    each file's create wait, and waits in parallel overlap); the renames stay in order.
+    every file is fsynced before any rename, and each directory is fsynced once, after all of
+    its renames.  Renames happen in the order of each path's first job, so a file that came
+    before another in the queue (session.json before the active-session marker) never
+    appears after it, even after a crash half-way.
     """
     last: dict[str, int] = {}
     for index, (path, _, _) in enumerate(jobs):
         last[path] = index  # dict order: each path's first job; value: its last
     errors: list[OSError | None] = [None] * len(jobs)
-
-    def stage(path: str) -> tuple[str, int] | OSError | None:
-        data, mode = jobs[last[path]][1], jobs[last[path]][2]
+    # Every file written and its write-back started, then every file fsynced (see
+    # _start_writeback), then the renames.
+    opened: dict[str, tuple[str, int]] = {}
+    for path, index in last.items():
+        data, mode = jobs[index][1], jobs[index][2]
         try:
             if isinstance(data, Part):
                 _start_writeback(data.fd)
-                return data.part_path, data.fd
-            return None if data is None else _stage(path, data, mode)
+                opened[path] = (data.part_path, data.fd)
+            elif data is not None:
+                opened[path] = _stage(path, data, mode)
         except OSError as error:
-            return error
-
-    def sync(item: tuple[str, tuple[str, int]]) -> OSError | None:
-        path, (name, fd) = item
+            errors[index] = error
+    staged: dict[str, str] = {}
+    for path, (name, fd) in opened.items():
         try:
             _sync_close(fd)
-            return None
+            staged[path] = name
         except OSError as error:
+            errors[last[path]] = error
             if not isinstance(jobs[last[path]][1], Part):
                 _unlink_quietly(name)  # a .part file stays for recovery
-            return error
-
-    # Every file written and its write-back started, then every file fsynced (see
-    # _start_writeback), then the renames.
-    paths = list(last)
-    opened: dict[str, tuple[str, int]] = {}
-    for path, outcome in zip(paths, parallel(stage, paths)):
-        if isinstance(outcome, OSError):
-            errors[last[path]] = outcome
-        elif outcome is not None:
-            opened[path] = outcome
-    staged: dict[str, str] = {}
-    for (path, (name, _)), error in zip(opened.items(), parallel(sync, list(opened.items()))):
-        if error is None:
-            staged[path] = name
-        else:
-            errors[last[path]] = error
     directories: dict[str, list[str]] = {}
     for path, index in last.items():
         try:
@@ -215,17 +195,11 @@ def write_batch(jobs: list[tuple[str, bytes | Part | None, int]], parallel: Mapp
             directories.setdefault(os.path.dirname(path), []).append(path)
         except OSError as error:
             errors[index] = error
-
-    def sync_dir(directory: str) -> OSError | None:
+    for directory, paths in directories.items():
         try:
             sync_directory(directory)
-            return None
         except OSError as error:
-            return error
-
-    for (directory, in_it), error in zip(directories.items(), parallel(sync_dir, list(directories))):
-        if error is not None:
-            for path in in_it:
+            for path in paths:
                 errors[last[path]] = error
     for index, (path, _, _) in enumerate(jobs):
         errors[index] = errors[last[path]]
@@ -247,9 +221,8 @@ class DurableWriter:
     after every job queued before it.
     """
 
-    def __init__(self, run: Runner = run_inline, parallel: Mapper = map) -> None:
+    def __init__(self, run: Runner = run_inline) -> None:
         self._run = run
-        self._parallel = parallel
         self._queue: list[_Job] = []
         self._busy = False
         self._held = 0
@@ -299,8 +272,7 @@ class DurableWriter:
         self._busy = True
         work = [(job.path, job.data, job.mode) for job in batch if job.path is not None]
         self.batches += 1
-        parallel = self._parallel
-        self._run(lambda: write_batch(work, parallel)).addBoth(self._finished, batch)
+        self._run(lambda: write_batch(work)).addBoth(self._finished, batch)
 
     def _finished(self, outcome: list[OSError | None] | Failure, batch: list[_Job]) -> None:
         self._busy = False
@@ -327,13 +299,9 @@ class DurableWriterService(Service):
     Started first and stopped last (after the calls are drained): stopping waits for every
     queued write, then for the thread."""
 
-    def __init__(self, reactor: Any, io_threads: int = 4) -> None:
+    def __init__(self, reactor: Any) -> None:
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="siprecd-durable")
-        # Within a batch, creating and fsyncing files (not renaming them: that keeps its
-        # order) runs on a few more threads: on a busy disk each create waits ~1 ms for the
-        # journal or an inode table read, and those waits overlap.
-        self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="siprecd-durable-io")
-        self.writer = DurableWriter(lambda work: deferToThreadPool(reactor, self.pool, work), self.io.map)
+        self.writer = DurableWriter(lambda work: deferToThreadPool(reactor, self.pool, work))
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -342,12 +310,7 @@ class DurableWriterService(Service):
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()
         done = self.writer.barrier()
-
-        def stop(_: object) -> None:
-            self.pool.stop()
-            self.io.shutdown(wait=True)
-
-        done.addBoth(stop)
+        done.addBoth(lambda _: self.pool.stop())
         return done
 
 
