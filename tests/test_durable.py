@@ -172,3 +172,23 @@ class DurableWriterTests(TestCase):
             self.assertEqual(handle.read(), b"data")
         self.assertIsNone(self.successResultOf(writer.remove(path)))
         self.assertFalse(os.path.exists(path))
+
+
+class ServiceTests(TestCase):
+    def test_service_writes_on_its_thread_and_stops_after_the_queue(self) -> None:
+        from twisted.internet import reactor
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(directory, ignore_errors=True))
+        service = durable.DurableWriterService(reactor)
+        service.startService()
+        path = os.path.join(directory, "session.json")
+        written = service.writer.replace(path, b"{}")
+        stopped = service.stopService()  # waits for the write, then for the thread
+
+        def check(_: object) -> None:
+            self.assertTrue(written.called)
+            with open(path, "rb") as handle:
+                self.assertEqual(handle.read(), b"{}")
+
+        return stopped.addCallback(check)
