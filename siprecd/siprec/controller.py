@@ -608,7 +608,10 @@ class Controller:
                 self.clock.callLater(poll, check)
                 return
             self.shutdown()
-            done.callback(None)
+            # Then the files of the sessions just ended and the responses waiting for them (a
+            # BYE's 200), before the services stopped after this one (the SIP listeners, a
+            # worker's relay) take the way out.
+            self.durable.barrier().chainDeferred(done)
 
         check()
         return done
