@@ -226,7 +226,9 @@ class DurableWriter:
         self._queue: list[_Job] = []
         self._busy = False
         self._held = 0
-        self.batches = 0  # batches run so far (a metric, and for tests)
+        self.batches = 0
+        self.queued = 0  # jobs ever queued, barriers aside (metrics)
+        self.done = 0  # of those, finished (durable or failed)  # batches run so far (a metric, and for tests)
 
     def replace(self, path: str, data: bytes, *, mode: int = 0o640) -> Deferred[None]:
         """Replace ``path`` with ``data`` atomically and durably (as :func:`atomic_write`)."""
@@ -258,9 +260,12 @@ class DurableWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + (1 if self._busy else 0)
+        """Jobs queued or being written (barriers aside)."""
+        return self.queued - self.done
 
     def _add(self, job: _Job) -> Deferred[None]:
+        if job.path is not None:
+            self.queued += 1
         self._queue.append(job)
         self._next()
         return job.done
@@ -276,6 +281,7 @@ class DurableWriter:
 
     def _finished(self, outcome: list[OSError | None] | Failure, batch: list[_Job]) -> None:
         self._busy = False
+        self.done += sum(1 for job in batch if job.path is not None)
         errors = iter(outcome) if isinstance(outcome, list) else None
         for job in batch:
             if job.path is None:

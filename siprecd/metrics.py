@@ -115,6 +115,12 @@ HELP = {
         "under an unknown key or MKI, or sent unprotected), by kind: rtp (SRTP) or rtcp (SRTCP)."
     ),
     "disk_free": "Bytes available to the server on the filesystem of [recording] directory.",
+    "durable_queued": (
+        "Session file writes (session.json, metadata, SDP, recordings to publish) queued for the "
+        "durable writer thread; minus siprecd_durable_writes_done_total: the backlog, which the "
+        "200s wait for (one that keeps growing: the disk is slower than the calls)."
+    ),
+    "durable_done": "Session file writes the durable writer thread finished (durable or failed).",
     "key_rotations": "Key-encryption keys created by the scheduled key rotation.",
     "state_degraded": (
         "1 while the shared state store (Redis) is unreachable and session state is kept only on "
@@ -321,6 +327,8 @@ class _ComponentCollector(Collector):
         yield CounterMetricFamily("siprecd_srtp_sessions", HELP["srtp_sessions"])
         yield CounterMetricFamily("siprecd_srtp_auth_failures", HELP["srtp_auth_failures"])
         yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"])
+        yield CounterMetricFamily("siprecd_durable_writes_queued", HELP["durable_queued"])
+        yield CounterMetricFamily("siprecd_durable_writes_done", HELP["durable_done"])
         yield CounterMetricFamily("siprecd_errors", HELP["errors"])
         yield CounterMetricFamily("siprecd_dtls_handshakes", HELP["dtls_handshakes"])
         yield CounterMetricFamily("siprecd_key_rotations", HELP["key_rotations"])
@@ -364,6 +372,10 @@ class _ComponentCollector(Collector):
             free = disk_free(controller.config.recording.directory)
             if free is not None:
                 yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"], value=free)
+            yield CounterMetricFamily(
+                "siprecd_durable_writes_queued", HELP["durable_queued"], value=controller.durable.queued
+            )
+            yield CounterMetricFamily("siprecd_durable_writes_done", HELP["durable_done"], value=controller.durable.done)
         dtls = controller.security.methods.get("dtls-srtp") if controller is not None else None
         if dtls is not None and dtls.handshakes:
             # From the first handshake on: a family that has not moved yet says nothing.

@@ -136,6 +136,7 @@ class DurableWriterTests(TestCase):
         barrier = self.writer.barrier()
         barrier.addCallback(lambda _: fired.append("barrier"))
         self.assertEqual(len(self.pool.waiting), 1)  # b, c and the barrier wait for a's batch
+        self.assertEqual(self.writer.pending, 3)  # a being written, b and c queued (a metric)
         self.assertEqual(fired, [])
         self.pool.step()
         self.assertEqual(fired, ["a"])

@@ -158,6 +158,8 @@ class ExpositionTests(MetricsTestCase):
                 "siprecd_srtp_sessions": "counter",
                 "siprecd_srtp_auth_failures": "counter",
                 "siprecd_disk_free_bytes": "gauge",
+                "siprecd_durable_writes_queued": "counter",
+                "siprecd_durable_writes_done": "counter",
                 "siprecd_errors": "counter",
             },
         )
@@ -173,6 +175,8 @@ class ExpositionTests(MetricsTestCase):
             samples,
             {
                 key("siprecd_sessions_active"): 0,
+                key("siprecd_durable_writes_queued_total"): 0,
+                key("siprecd_durable_writes_done_total"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="not_sip"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="malformed"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="rate_limited"): 0,
