@@ -169,12 +169,12 @@ class StreamRecorder:
         Called when the queue holds ``batch`` packets and whenever state or time matters:
         counter and statistics reads, RTCP, the flush tick, a re-offer, the stream's end.
         """
-        queue = self.queue
-        if not queue:
+        if not self.queue:
             return
-        arrivals = self.arrivals
-        self.queue = []
-        self.arrivals = []
+        # Copied, then emptied in place: the stream's receiver appends to these very lists.
+        queue, arrivals = self.queue[:], self.arrivals[:]
+        self.queue.clear()
+        self.arrivals.clear()
         count = len(queue)
         fast_pt = self._fast[0]
         index = 0
