@@ -14,6 +14,7 @@ import os
 import random
 import struct
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -202,7 +203,7 @@ class EquivalenceTests(SynchronousTestCase):
             for s in session.streams
         ]
         counters = [s.recorder.counters.as_dict() for s in session.streams]  # type: ignore[union-attr]
-        reception = [dict(vars(s.media.counters)) for s in session.streams]  # type: ignore[union-attr]
+        reception = [asdict(s.media.counters) for s in session.streams]  # type: ignore[union-attr, call-overload]
         mappings = [s.recorder.timeline.ntp_mapping for s in session.streams]  # type: ignore[union-attr]
         padded = list(media.mixer.padded)  # type: ignore[union-attr]
         for stream in session.streams:
