@@ -405,8 +405,7 @@ class Supervisor(Service):
         self._stopped = defer.Deferred()
         running = [s.process for s in self.states if s.process is not None]
         log.info("stopping {count} worker(s): each drains its calls", count=len(running))
-        # The parent's own counts (not in /metrics, which is the workers'): routed, dropped
-        # while a worker was down, rate-limited, not SIP, malformed, keep-alives.
+        # The parent's own counts (also siprecd_parent_sip_messages_total in /metrics).
         log.info("SIP through the parent so far: {counters}", counters=dict(sorted(self.router.counters.items())))
         for process in running:
             process.signal("TERM")
