@@ -178,14 +178,7 @@ class RestartTests(WorkersTestCase):
         time.sleep(0.5)
         self.assertEqual(server.pid_of(1), pids[1])
         self.assertNotIn("worker 1 died", server.log())
-        assert server.process is not None
-        server.process.kill()
-        server.process.wait(10)
-        server.process = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and not zombie(pid) for pid in pids):
-            time.sleep(0.1)
-        self.assertEqual([pid for pid in pids if os.path.exists(f"/proc/{pid}") and not zombie(pid)], [])
+        self.assertEqual(kill_parent(server, pids), [])
         self.assertIn("the parent process is gone", server.worker_logs())
 
 
@@ -204,13 +197,7 @@ class RestartTests(WorkersTestCase):
             client.send_rtp(spec)
             clients.append(client)
         old_pids = [server.pid_of(index) for index in range(WORKERS)]
-        assert server.process is not None
-        server.process.kill()
-        server.process.wait(10)
-        server.process = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and not zombie(p) for p in old_pids):
-            time.sleep(0.1)
+        self.assertEqual(kill_parent(server, old_pids), [])
         server.start(timeout=30)
         for client in clients:
             client.send_rtp(spec)  # to the same ports as before
@@ -223,6 +210,20 @@ class RestartTests(WorkersTestCase):
             self.assertEqual((document["end_reason"], len(document["resumptions"])), ("BYE from the SRC", 1))
             for entry in document["streams"]:
                 self.assertEqual(len(entry["segments"]), 2, entry["segments"])
+
+
+def kill_parent(server: Server, workers: list[int], timeout: float = 10.0) -> list[int]:
+    """kill -9 the parent, then wait for its workers to leave; the workers still running."""
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait(10)
+    server.process = None
+    deadline = time.monotonic() + timeout
+    running = workers
+    while running and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and not zombie(pid)]
+    return running
 
 
 def zombie(pid: int) -> bool:
