@@ -136,9 +136,9 @@ SCHEMA: dict[str, list[Key]] = {
             "packet_batch",
             _int(1, 16),
             "8",
-            "Packets a stream queues (after SRTP and the replay check) before its recording takes "
-            "them in one step: less CPU per packet; files and counters lag by at most that many "
-            "packets between reads and flushes (1: every packet on its own, the old path).",
+            "Packets a G.711 stream queues (after SRTP and the replay check) before its recording "
+            "takes them in one step: less CPU per packet, the same files and counters; files lag by "
+            "at most that many packets between flushes (1: every packet on its own, the old path).",
         ),
     ],
     "recording": [

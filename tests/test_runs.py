@@ -14,6 +14,7 @@ import os
 import random
 import struct
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -25,7 +26,7 @@ from siprecd.crypto.files import decrypt_stream
 from siprecd.crypto.keystore import MemoryKeyStore
 from siprecd.media.ports import PortPair
 from siprecd.media.rtp import build_rtp
-from siprecd.media.runs import is_plain, take_run
+from siprecd.media.runs import payload_offset, queueable, take_run
 from siprecd.media.stats import SourceStats
 from siprecd.media.timeline import Timeline
 from siprecd.recording.session import RecordedStream, RecordingSession
@@ -93,8 +94,8 @@ def scenario(seed: int, *, seconds: float = 9.0, srtp: bool = False) -> list[tup
                 ts = (ts + 123456) & 0xFFFFFFFF
             elif k == 260:  # and its sequence numbers restart
                 seq = (seq + 20000) & 0xFFFF
-            elif k == 280:  # a header extension (not a plain header: taken on its own)
-                extension = (0xBEDE, b"\x10\x22\x00\x00")
+            elif 300 <= k < 340:  # header extensions (RFC 8285 audio level, say) of two sizes
+                extension = (0xBEDE, bytes([0x10, k & 0x7F, 0, 0]) * (1 if k < 330 else 2))
             elif k == 290:  # a CSRC
                 pass
             roll = rng.random()
@@ -149,11 +150,12 @@ class EquivalenceTests(SynchronousTestCase):
         self.patch(session_media.secrets, "randbits", lambda bits: 0x5151)
 
     def record(self, events: list[tuple[float, int, str, bytes]], batch: int, *, at_rest: AtRest | None = None,
-               srtp: bool = False) -> dict[str, Any]:
+               srtp: bool = False, **settings: str) -> dict[str, Any]:
         clock = Clock()
         clock.advance(T0)
         directory = os.path.abspath(self.mktemp())
-        config = load_config(None, {"SIPRECD_RECORDING_DIRECTORY": directory, "SIPRECD_MEDIA_PACKET_BATCH": str(batch)})
+        config = load_config(None, {"SIPRECD_RECORDING_DIRECTORY": directory, "SIPRECD_MEDIA_PACKET_BATCH": str(batch),
+                                    **{f"SIPRECD_{key.upper()}": value for key, value in settings.items()}})
         path = os.path.join(directory, "session")
         os.makedirs(path)
         session = RecordingSession(session_id="s1", call_id="c1", started_at=clock.seconds(), src={}, sip={},
@@ -202,7 +204,7 @@ class EquivalenceTests(SynchronousTestCase):
             for s in session.streams
         ]
         counters = [s.recorder.counters.as_dict() for s in session.streams]  # type: ignore[union-attr]
-        reception = [dict(vars(s.media.counters)) for s in session.streams]  # type: ignore[union-attr]
+        reception = [asdict(s.media.counters) for s in session.streams]  # type: ignore[union-attr, call-overload]
         mappings = [s.recorder.timeline.ntp_mapping for s in session.streams]  # type: ignore[union-attr]
         padded = list(media.mixer.padded)  # type: ignore[union-attr]
         for stream in session.streams:
@@ -262,6 +264,16 @@ class EquivalenceTests(SynchronousTestCase):
         for seed in (2, 3):
             self.assert_equivalent(seed, (8,))
 
+    def test_other_settings(self) -> None:
+        # No reorder window, no reorder delay, a mono mix, fast flushes with small chunks.
+        events = scenario(6, seconds=6.0)
+        for settings in ({"media_reorder_window": "0", "recording_mix": "mono"},
+                         {"media_max_reorder_delay": "0", "recording_flush_interval": "0.1", "recording_chunk_size": "1024"}):
+            one = self.record(events, 1, **settings)
+            other = self.record(events, 8, **settings)
+            for key in ("counters", "stats", "reception", "events", "reports", "reads", "padded", "files"):
+                self.assertTrue(other[key] == one[key], f"{key} with {settings}")
+
     def test_encrypted_at_rest(self) -> None:
         events = scenario(4)
         keys = AtRest(MemoryKeyStore(), "AES-256-GCM")
@@ -302,6 +314,28 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertGreater(sum(taken), 0.6 * len([e for e in events if e[2] == "rtp"]))
 
 
+class QueueTests(SynchronousTestCase):
+    def test_only_g711_files_queue(self) -> None:
+        # G.722 and Opus have no run path: queueing would only delay them.
+        from siprecd.recording.recorder import StreamRecorder
+        from siprecd.sdp import StreamChoice
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        queues = {}
+        for index, (codec, rate, pt) in enumerate((("PCMU", 8000, 0), ("PCMA", 8000, 8), ("G722", 8000, 9))):
+            choice = StreamChoice(index=index, media_type="audio", label=str(index), accepted=True, direction="recvonly",
+                                  offered_direction="sendonly", on_hold=False, codec=codec, clock_rate=rate,
+                                  payload_type=pt, channels=1)
+            for batch in (1, 8):
+                recorder = StreamRecorder(directory, choice, origin=T0, reorder_window=8, max_delay=0.2,
+                                          chunk_size=8192, opus_passthrough=False, batch=batch, segment=batch)
+                queues[codec, batch] = recorder.queue
+                recorder.finish()
+        self.assertEqual(queues, {("PCMU", 1): None, ("PCMU", 8): [], ("PCMA", 1): None, ("PCMA", 8): [],
+                                  ("G722", 1): None, ("G722", 8): None})
+
+
 class TakeRunTests(SynchronousTestCase):
     def packets(self, count: int, seq: int = 10, ts: int = 1000, **changes: Any) -> list[bytes]:
         return [build_rtp(0, (seq + i) & 0xFFFF, (ts + 160 * i) & 0xFFFFFFFF, 0x1234, bytes(160), **changes)
@@ -330,11 +364,28 @@ class TakeRunTests(SynchronousTestCase):
     def test_no_run_starts_at_an_odd_packet(self) -> None:
         base = self.packets(4)
         self.assertEqual(take_run([build_rtp(0, 9, 840, 0x1234, bytes(160), marker=True)] + base, 0, 5), 1)
-        odd = build_rtp(0, 9, 840, 0x1234, bytes(160), extension=(1, b"\0\0\0\0"))
-        self.assertFalse(is_plain(odd))
-        self.assertEqual(take_run([odd] + base, 0, 5), 1)
-        self.assertEqual(take_run([b"\x80\x00"] + base, 0, 5), 1)
-        self.assertTrue(is_plain(base[0]))
+        for odd in (
+            build_rtp(0, 9, 840, 0x1234, bytes(160), csrcs=(5,)),
+            build_rtp(0, 9, 840, 0x1234, bytes(160), padding=4),
+            build_rtp(0, 9, 840, 0x1234, b"", extension=(1, b"\0\0\0\0"))[:-4],  # extension cut short
+            b"\x80\x00",
+        ):
+            self.assertFalse(queueable(odd), odd)
+            self.assertEqual(take_run([odd] + base, 0, 5), 1)
+        self.assertTrue(queueable(base[0]))
+
+    def test_runs_with_a_header_extension(self) -> None:
+        def extended(seq: int, level: int, words: int = 1) -> bytes:
+            return build_rtp(0, seq, 160 * seq, 0x1234, bytes(160), extension=(0xBEDE, bytes([0x10, level, 0, 0]) * words))
+
+        packets = [extended(seq, seq) for seq in range(10, 16)]  # the extension's content varies
+        self.assertTrue(all(queueable(p) for p in packets))
+        self.assertEqual(payload_offset(packets[0]), 20)
+        self.assertEqual(take_run(packets, 0, 6), 6)
+        # Another extension length (a second word) ends the run; so does a plain packet.
+        self.assertEqual(take_run(packets[:3] + [extended(13, 0, words=2)] + packets[4:], 0, 6), 3)
+        plain = build_rtp(0, 13, 160 * 13, 0x1234, bytes(160))
+        self.assertEqual(take_run(packets[:3] + [plain] + packets[4:], 0, 6), 3)
 
 
 class StepTests(SynchronousTestCase):

@@ -11,55 +11,59 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple
 
-__all__ = ["PLAIN", "RunStart", "is_plain", "run_start", "take_run"]
+__all__ = ["EXTENDED", "PLAIN", "queueable", "payload_offset", "take_run"]
 
 _FIXED = struct.Struct("!BBHII")
-#: First octet of a plain RTP packet: version 2, no padding, no extension, no CSRC.  Only such
-#: packets are queued raw (their parse cannot fail); anything else is taken at once.
+_WORDS = struct.Struct("!H")
+#: First octet of a plain RTP packet: version 2, no padding, no extension, no CSRC.
 PLAIN = 0x80
+#: The same with a header extension (RFC 3550 §5.3.1; RFC 8285's audio level, say).
+EXTENDED = 0x90
 
 
-class RunStart(NamedTuple):
-    """The header of a run's first packet."""
+def payload_offset(datagram: bytes) -> int | None:
+    """Where the payload of a plain or extended packet starts (12, or after the extension);
+    None for anything else (padding, CSRCs, another version, too short: what the queue does
+    not hold, since only for these is the parse known not to fail)."""
+    size = len(datagram)
+    if size < 12:
+        return None
+    first = datagram[0]
+    if first == PLAIN:
+        return 12
+    if first != EXTENDED or size < 16:
+        return None
+    offset = 16 + 4 * _WORDS.unpack_from(datagram, 14)[0]
+    return offset if offset <= size else None
 
-    payload_type: int
-    sequence: int
-    timestamp: int
-    ssrc: int
-    payload_size: int
 
-
-def is_plain(datagram: bytes) -> bool:
-    """A version-2 packet with the bare 12-octet header (what the queue holds)."""
-    return len(datagram) >= 12 and datagram[0] == PLAIN
-
-
-def run_start(datagram: bytes) -> RunStart:
-    """The fields a run needs from a plain packet (see :func:`is_plain`)."""
-    _b0, b1, seq, ts, ssrc = _FIXED.unpack_from(datagram)
-    return RunStart(b1, seq, ts, ssrc, len(datagram) - 12)
+def queueable(datagram: bytes) -> bool:
+    """A packet :func:`payload_offset` places: what a stream may queue."""
+    return payload_offset(datagram) is not None
 
 
 def take_run(datagrams: Sequence[bytes], start: int, end: int) -> int:
     """The end (exclusive) of the run of ``datagrams[start:end]`` that begins at ``start``.
 
-    A run: plain packets (see :func:`is_plain`) of one SSRC and payload type, without the
-    marker bit, all with the same payload size, sequence numbers +1 and timestamps + the
-    payload size each (modulo 2^16 and 2^32): one timestamp unit per payload octet, as G.711
-    has, so consecutive packets tile the timeline exactly.  Returns ``start + 1`` when the
-    packet at ``start`` starts no run (marker, odd header) or the next one breaks it:
-    whatever a run leaves out is the per-packet path's to take.
+    A run: packets (see :func:`payload_offset`) of one SSRC and payload type, without the
+    marker bit, all of the same size with the payload at the same offset (the same extension
+    length, whatever it holds), sequence numbers +1 and timestamps + the payload size each
+    (modulo 2^16 and 2^32): one timestamp unit per payload octet, as G.711 has, so consecutive
+    packets tile the timeline exactly.  Returns ``start + 1`` when the packet at ``start``
+    starts no run (marker, odd header) or the next one breaks it: whatever a run leaves out is
+    the per-packet path's to take.
     """
     first = datagrams[start]
+    offset = payload_offset(first)
+    if offset is None:
+        return start + 1
     size = len(first)
-    if size < 12:
-        return start + 1
     b0, b1, seq, ts, ssrc = _FIXED.unpack_from(first)
-    if b0 != PLAIN or b1 & 0x80:
+    if b1 & 0x80:
         return start + 1
-    step = size - 12
+    step = size - offset
+    words = first[14:16] if b0 == EXTENDED else b""
     unpack = _FIXED.unpack_from
     index = start + 1
     while index < end:
@@ -70,6 +74,8 @@ def take_run(datagrams: Sequence[bytes], start: int, end: int) -> int:
         seq = (seq + 1) & 0xFFFF
         ts = (ts + step) & 0xFFFFFFFF
         if c0 != b0 or c1 != b1 or c_seq != seq or c_ts != ts or c_ssrc != ssrc:
+            break
+        if words and datagram[14:16] != words:
             break
         index += 1
     return index

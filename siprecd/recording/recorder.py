@@ -5,6 +5,11 @@ decoders (one per payload type, created from the negotiated codec) and its write
 of a session starts at the session's start (the timeline's origin), so the legs of a call line
 up by sample position.  Write errors are kept, not raised into the packet path: the controller
 polls :attr:`failed` and ends the session cleanly.
+
+With ``[media] packet_batch`` above 1 a G.711 stream's receiver queues its packets here and
+:meth:`StreamRecorder.settle` takes them: runs of consecutive packets in one step each for the
+statistics, the timeline and the file, anything else one by one; the result is what taking
+every packet on arrival gives (``tests/test_runs.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from siprecd.crypto.at_rest import AtRest
 from siprecd.media.codecs import Decoder, decoder_for, duration_of
 from siprecd.media.dtmf import DtmfEvent
 from siprecd.media.rtp import RtpPacket, parse_rtp
-from siprecd.media.runs import take_run
+from siprecd.media.runs import payload_offset, take_run
 from siprecd.media.stats import StreamCounters, StreamStats
 from siprecd.media.timeline import Silence, Timeline
 from siprecd.recording.oggopus import OggOpusWriter
@@ -83,10 +88,11 @@ class StreamRecorder:
         self.choice = choice
         self.codec = choice.codec  # the first codec: the file's (a re-offer may change choice)
         self._counters = StreamCounters()
-        # [media] packet_batch: the receiver queues plain datagrams (decrypted, replay-checked)
-        # here and settle() takes them, runs in one step; None: every packet at once (batch 1).
+        # [media] packet_batch: the receiver queues datagrams (decrypted, replay-checked) here
+        # and settle() takes them, runs in one step; None: every packet at once (batch 1, or a
+        # codec without the G.711 fast path below, which has no runs to take).
         self.batch = batch
-        self.queue: list[bytes] | None = [] if batch > 1 else None
+        self.queue: list[bytes] | None = None
         self.arrivals: list[float] = []
         self.stats: StreamStats | None = None  # the stream's RTP statistics (StreamMedia.attach)
         self.events: list[dict[str, Any]] = []
@@ -103,6 +109,8 @@ class StreamRecorder:
         convert = getattr(decoder, "convert", None)
         if convert is not None and not _BIG_ENDIAN and not self.passthrough:
             self._fast = (choice.payload_type, convert)
+            if batch > 1:
+                self.queue = []
         self._per_unit = decoder.samples_per_timestamp_unit
         telephone = (choice.telephone_event_pt,) if choice.telephone_event_pt is not None else ()
         self.timeline = Timeline(
@@ -166,12 +174,12 @@ class StreamRecorder:
         Called when the queue holds ``batch`` packets and whenever state or time matters:
         counter and statistics reads, RTCP, the flush tick, a re-offer, the stream's end.
         """
-        queue = self.queue
-        if not queue:
+        if not self.queue:
             return
-        arrivals = self.arrivals
-        self.queue = []
-        self.arrivals = []
+        # Copied, then emptied in place: the stream's receiver appends to these very lists.
+        queue, arrivals = self.queue[:], self.arrivals[:]
+        self.queue.clear()
+        self.arrivals.clear()
         count = len(queue)
         fast_pt = self._fast[0]
         index = 0
@@ -183,7 +191,7 @@ class StreamRecorder:
                     if placed:
                         index += placed
                         continue
-                self.take(parse_rtp(queue[index]), arrivals[index])  # plain: cannot fail
+                self.take(parse_rtp(queue[index]), arrivals[index])  # queued: its parse cannot fail
                 index += 1
 
     def take(self, packet: RtpPacket, arrival: float) -> None:
@@ -201,7 +209,8 @@ class StreamRecorder:
         G.711) in one step each; returns how many packets the timeline placed from its front."""
         first = queue[start]
         _b0, payload_type, seq, ts, ssrc = _FIXED.unpack_from(first)
-        payload = first[12:]
+        offset: int = payload_offset(first)  # type: ignore[assignment]  # queued: not None
+        payload = first[offset:]
         timeline = self.timeline
         if timeline.pending:
             self.consume()
@@ -214,7 +223,7 @@ class StreamRecorder:
         if self.failed is not None:
             return placed
         if placed > 1:
-            payload = b"".join([datagram[12:] for datagram in queue[start:start + placed]])
+            payload = b"".join([datagram[offset:] for datagram in queue[start:start + placed]])
         pcm = self._fast[1](payload, 2)  # type: ignore[misc]
         try:
             self.writer.write(pcm)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +36,8 @@ from siprecd.workers.relay import Closed, FrameDecoder, Hello, Inbound, Outbound
 log = Logger()
 
 # The worker's end of the socketpair to its parent (mapped with spawnProcess's childFDs).  A
-# stream socket rather than pipes: Twisted reads a socket 64 KiB per wake-up, a pipe 8 KiB, and
-# under full media load a wake-up comes only every few milliseconds (calls were set up too
-# slowly through a pipe: 338 of 750 INVITEs unanswered at 1,500 streams).
+# stream socket rather than pipes: Twisted reads a socket 64 KiB per wake-up, a pipe 8 KiB (a
+# few INVITEs), and under full media load a wake-up comes only every few milliseconds.
 RELAY_FD = 3
 FLUSH_TIMEOUT = 5.0  # seconds a stopping worker waits for its last frames to reach the parent
 
@@ -261,6 +261,9 @@ class RelayService(Service):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        # Reload is the parent's (TLS and rate limits live there): a SIGHUP sent to the whole
+        # group (systemctl kill -s HUP, a closed terminal) must not end a worker.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         os.set_blocking(self.fd, False)
         self.connection = self.reactor.adoptStreamConnection(self.fd, socket.AF_UNIX, One(self.relay))
         os.close(self.fd)  # adopted as a duplicate

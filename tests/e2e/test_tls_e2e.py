@@ -38,6 +38,7 @@ def request(method: str, port: int, call_id: str, cseq: int, *, to_tag: str = ""
 
 class TLSTestsBase(SynchronousTestCase):
     mutual = False
+    server_class: type[Server] = Server  # test_workers_e2e runs these through [service] workers
 
     def setUp(self) -> None:
         if shutil.which("openssl") is None:
@@ -50,7 +51,7 @@ class TLSTestsBase(SynchronousTestCase):
         }
         if self.mutual:
             sip["tls_ca_certificates"] = self.pki.ca_cert
-        self.server = Server(self.mktemp(), sections={"sip": sip, "siprec": {"accept_plain_calls": "true"}})
+        self.server = self.server_class(self.mktemp(), sections={"sip": sip, "siprec": {"accept_plain_calls": "true"}})
         self.server.start()
         self.addCleanup(self._stop)
 
