@@ -63,5 +63,9 @@ class HeapTrim(Service):
 
     def _trim_once(self) -> None:
         assert self.trim is not None
-        self.trim(0)
+        try:
+            self.trim(0)
+        except Exception:  # a periodic job outlives its own failure: try again next interval
+            log.failure("malloc_trim failed")
+            return
         self.trims += 1

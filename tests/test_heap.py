@@ -40,13 +40,20 @@ class HeapTrimTests(SynchronousTestCase):
         service.stopService()
 
     def test_a_failing_trim_is_logged_not_raised(self) -> None:
-        def broken(pad: int) -> int:
-            raise OSError("no")
+        calls = []
 
-        service = HeapTrim(self.clock, 1, trim=broken)
+        def broken_once(pad: int) -> int:
+            calls.append(pad)
+            if len(calls) == 1:
+                raise OSError("no")
+            return 1
+
+        service = HeapTrim(self.clock, 1, trim=broken_once)
         service.startService()
         self.clock.advance(1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(1)  # the job goes on after its own failure
+        self.assertEqual((len(calls), service.trims), (2, 1))
         service.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
