@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = load.start()
         _sleep_until(t0 + plan.ramp + args.settle)
         rss_after = probes.rss_bytes(pid)
+        # A server behind its media holds less audio than one keeping up (the rest waits in
+        # the kernel's socket queues, outside its RSS): the backlog says which this was (more
+        # than ~10 packets per stream waiting: behind).
+        backlog = probes.udp_queues(range(args.port, args.port + 4 * args.calls + 2048))
         facts_after, snap_after = server.snapshot()
         active = probes.scrape(server.metrics_url).get("siprecd_sessions_active", 0)
         media_report = load.wait_media_done()
@@ -141,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"{args.calls} calls ({'SRTP' if plan.srtp else 'RTP'}, at rest {args.at_rest}), "
                      f"{int(active)} sessions active by the metrics, {calls} SessionMedia objects in the snapshot "
                      f"(the figures are per such session), failures {failures or 'none'}")
+        lines.append(f"socket backlog when RSS was read: {backlog.queued_bytes} bytes in {backlog.nonempty} of "
+                     f"{backlog.sockets} sockets" + ("" if backlog.queued_bytes < 2000 * backlog.sockets // 2 else
+                                                     "  << the server was behind: RSS understated"))
         lines.append(f"RSS: {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB: "
                      f"{(rss_after - rss_before) / calls / 1024:.1f} KiB/call")
         delta = {key: facts_after.get(key, 0) - facts_before.get(key, 0) for key in facts_after

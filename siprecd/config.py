@@ -195,6 +195,14 @@ SCHEMA: dict[str, list[Key]] = {
             "restarted and resumes its calls. "
             "Use one per core (see README 'Worker processes').",
         ),
+        Key(
+            "heap_trim_interval",
+            _float(0, 3600),
+            "10",
+            "Seconds between two glibc malloc_trim calls that give the C heap's free pages back "
+            "(call set-ups leave holes: 8-12 KiB per call, bench/README.md); a few ms each at "
+            "thousands of calls. 0: never.",
+        ),
     ],
     "siprec": [
         Key(
@@ -374,6 +382,7 @@ class RecordingConfig:
 class ServiceConfig:
     drain_timeout: float
     workers: int = 1
+    heap_trim_interval: float = 10.0
 
 
 @dataclass(frozen=True)

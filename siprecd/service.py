@@ -19,6 +19,7 @@ from siprecd.crypto.at_rest import AtRest
 from siprecd.crypto.rotation import KeyRotation
 from siprecd.crypto.stores import key_store_from_config
 from siprecd.durable import DurableWriterService
+from siprecd.heap import HeapTrim
 from siprecd.metrics import Metrics
 from siprecd.preflight import directory_problem
 from siprecd.recording.files import disk_free
@@ -193,6 +194,7 @@ def make_service(
         rotates = worker is None or worker.role.index == 0
         if config.encryption.rotation_interval and rotates:
             KeyRotation(store, reactor, config.encryption.rotation_interval, metrics=metrics).setServiceParent(top)
+    HeapTrim(reactor, config.service.heap_trim_interval).setServiceParent(top)
     state = state_store_from_config(reactor, config, metrics)
     if hasattr(state, "setServiceParent"):
         state.setServiceParent(top)  # the Redis connection and the ownership heartbeat

@@ -180,6 +180,35 @@ class RoundTripTests(Base):
         self.assertEqual(out, b"x" * 2500 + b"y" * 2048 + b"z" * 1024)
         self.assertEqual(status.state, "ok")
 
+    def test_seal_into_matches_seal(self) -> None:
+        header = container.Header.new(AES_256_GCM, 1024)
+        out = bytearray(2000)
+        for algorithm, aead in ((AES_256_GCM, AESGCM(b"k" * 32)), (CHACHA20_POLY1305, ChaCha20Poly1305(b"k" * 32))):
+            for size, final in ((0, True), (1, False), (1024, False), (700, True)):
+                plaintext = os.urandom(size)
+                record = container.seal_chunk_into(aead, b"hdr", header, 7, memoryview(plaintext), final, out)
+                self.assertEqual(bytes(record), container.seal_chunk(aead, b"hdr", header, 7, plaintext, final),
+                                 (algorithm, size, final))
+        self.assertRaises(ValueError, container.seal_chunk_into, aead, b"", header, 0, b"x" * 1025, False, out)
+
+    def test_interleaved_writers_share_the_scratch_buffers(self) -> None:
+        # Every file seals into one per-thread pair of buffers: files written in turn (as the
+        # streams of many calls are) must each get their own bytes, whatever the chunk sizes.
+        sizes = (1024, 333, 1024, 4096)
+        writers = [EncryptedPartFile(self.path(), self.keys, AES_256_GCM, chunk_size=size) for size in sizes]
+        expected = [b""] * len(writers)
+        for round_ in range(12):
+            for n, writer in enumerate(writers):
+                piece = bytes([n * 16 + round_ % 16]) * (100 + 97 * round_ + n)
+                writer.write(piece)
+                expected[n] += piece
+                if round_ % 5 == n % 5:
+                    writer.flush()
+        for n, writer in enumerate(writers):
+            with open(writer.publish(), "rb") as handle:
+                status, out = self.decrypt(handle.read())
+            self.assertEqual((status.state, out), ("ok", expected[n]), n)
+
     def test_writer_keeps_no_aead_object(self) -> None:
         # ~2.5 KiB of OpenSSL context per AEAD object, three files per call: one is made per
         # chunk instead (bench/README.md, memory).

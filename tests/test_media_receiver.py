@@ -46,6 +46,8 @@ class FakeRecorder:
     queue (``[media] packet_batch = 1``: every packet taken on arrival)."""
 
     queue = None
+    arrivals: list = []
+    batch = 1
 
     def __init__(self) -> None:
         self.timeline = Timeline(8000, duration_of=lambda pt, payload: len(payload), origin=None)

@@ -14,6 +14,7 @@ import os
 import random
 import struct
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -149,11 +150,12 @@ class EquivalenceTests(SynchronousTestCase):
         self.patch(session_media.secrets, "randbits", lambda bits: 0x5151)
 
     def record(self, events: list[tuple[float, int, str, bytes]], batch: int, *, at_rest: AtRest | None = None,
-               srtp: bool = False) -> dict[str, Any]:
+               srtp: bool = False, **settings: str) -> dict[str, Any]:
         clock = Clock()
         clock.advance(T0)
         directory = os.path.abspath(self.mktemp())
-        config = load_config(None, {"SIPRECD_RECORDING_DIRECTORY": directory, "SIPRECD_MEDIA_PACKET_BATCH": str(batch)})
+        config = load_config(None, {"SIPRECD_RECORDING_DIRECTORY": directory, "SIPRECD_MEDIA_PACKET_BATCH": str(batch),
+                                    **{f"SIPRECD_{key.upper()}": value for key, value in settings.items()}})
         path = os.path.join(directory, "session")
         os.makedirs(path)
         session = RecordingSession(session_id="s1", call_id="c1", started_at=clock.seconds(), src={}, sip={},
@@ -202,7 +204,7 @@ class EquivalenceTests(SynchronousTestCase):
             for s in session.streams
         ]
         counters = [s.recorder.counters.as_dict() for s in session.streams]  # type: ignore[union-attr]
-        reception = [dict(vars(s.media.counters)) for s in session.streams]  # type: ignore[union-attr]
+        reception = [asdict(s.media.counters) for s in session.streams]  # type: ignore[union-attr, call-overload]
         mappings = [s.recorder.timeline.ntp_mapping for s in session.streams]  # type: ignore[union-attr]
         padded = list(media.mixer.padded)  # type: ignore[union-attr]
         for stream in session.streams:
@@ -261,6 +263,16 @@ class EquivalenceTests(SynchronousTestCase):
     def test_other_seeds(self) -> None:
         for seed in (2, 3):
             self.assert_equivalent(seed, (8,))
+
+    def test_other_settings(self) -> None:
+        # No reorder window, no reorder delay, a mono mix, fast flushes with small chunks.
+        events = scenario(6, seconds=6.0)
+        for settings in ({"media_reorder_window": "0", "recording_mix": "mono"},
+                         {"media_max_reorder_delay": "0", "recording_flush_interval": "0.1", "recording_chunk_size": "1024"}):
+            one = self.record(events, 1, **settings)
+            other = self.record(events, 8, **settings)
+            for key in ("counters", "stats", "reception", "events", "reports", "reads", "padded", "files"):
+                self.assertTrue(other[key] == one[key], f"{key} with {settings}")
 
     def test_encrypted_at_rest(self) -> None:
         events = scenario(4)

@@ -104,6 +104,21 @@ class RouterTests(SynchronousTestCase):
         self.router.receive(invite(call_id_for(1)), Source("UDP", "10.0.0.1", 5062))
         self.assertEqual(self.router.counters["worker_down_dropped"], 1)
 
+    def test_counts_exported_to_prometheus(self) -> None:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from siprecd.workers.metrics import RouterCollector
+
+        registry = CollectorRegistry()
+        registry.register(RouterCollector(self.router.counters))
+        self.router.links[1] = None
+        self.router.receive(invite(call_id_for(1)), Source("UDP", "10.0.0.1", 5062))
+        self.router.receive(invite(call_id_for(0)), Source("UDP", "10.0.0.1", 5062))
+        self.router.receive(b"\r\n\r\n", Source("UDP", "10.0.0.1", 5062))
+        text = generate_latest(registry).decode()
+        for outcome, count in (("worker_down_dropped", 1), ("routed", 1), ("keepalives", 1)):
+            self.assertIn(f'siprecd_parent_sip_messages_total{{outcome="{outcome}"}} {count}.0', text)
+
     def test_connections_numbered_closed_told_to_workers_that_heard(self) -> None:
         connection = FakeConnection()
         self.router.connection_opened(connection)  # type: ignore[arg-type]

@@ -203,6 +203,26 @@ def _nonce(header: Header, index: int, final: bool) -> bytes:
     return header.nonce_prefix + index.to_bytes(4, "big") + (b"\x01" if final else b"\x00")
 
 
+def seal_chunk_into(
+    aead: AESGCM | ChaCha20Poly1305, header_bytes: bytes, header: Header, index: int, plaintext: bytes | memoryview,
+    final: bool, out: bytearray,
+) -> memoryview:
+    """:func:`seal_chunk`'s record written into ``out`` (at least 4 + len + 16 bytes; never
+    resized), returned as a view of it: no new buffer per chunk.  A recording writer's 8 KiB
+    transients (ciphertext, then length + ciphertext) left holes in the C heap between call
+    set-ups (bench/README.md, memory)."""
+    if not 0 <= index < MAX_CHUNKS:
+        raise OverflowError("too many chunks for one file")
+    size = len(plaintext)
+    if size > header.chunk_size:
+        raise ValueError("chunk larger than the header's chunk size")
+    length = size.to_bytes(LENGTH_SIZE, "big")
+    record = memoryview(out)[: LENGTH_SIZE + size + TAG_SIZE]
+    record[:LENGTH_SIZE] = length
+    aead.encrypt_into(_nonce(header, index, final), plaintext, header_bytes + length, record[LENGTH_SIZE:])
+    return record
+
+
 def seal_chunk(
     aead: AESGCM | ChaCha20Poly1305, header_bytes: bytes, header: Header, index: int, plaintext: bytes | memoryview,
     final: bool,

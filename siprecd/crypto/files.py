@@ -19,11 +19,14 @@ import dataclasses
 import errno
 import os
 import tempfile
+import threading
 from typing import BinaryIO
 
 from siprecd.crypto.container import (
+    LENGTH_SIZE,
     MAGIC,
     OK,
+    TAG_SIZE,
     TRUNCATED,
     ContainerReader,
     Header,
@@ -32,6 +35,7 @@ from siprecd.crypto.container import (
     new_aead,
     new_data_key,
     seal_chunk,
+    seal_chunk_into,
     unwrap_data_key,
     wrap_data_key,
 )
@@ -50,6 +54,20 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 16 * 1024  # ~50 KB per call in memory (DESIGN.md: 8-16 KiB chunks)
+
+
+_local = threading.local()
+
+
+def _scratch(chunk_size: int) -> tuple[bytearray, bytearray]:
+    """This thread's plaintext and record buffers for chunks up to ``chunk_size``: every file
+    seals and writes a chunk before the next one is sealed, so one pair serves them all.  A
+    larger chunk size gets new buffers (the old ones may still be viewed; never resized)."""
+    plain: bytearray | None = getattr(_local, "plain", None)
+    if plain is None or len(plain) < chunk_size:
+        _local.plain = plain = bytearray(chunk_size)
+        _local.out = bytearray(LENGTH_SIZE + chunk_size + TAG_SIZE)
+    return plain, _local.out
 
 
 class EncryptedPartFile:
@@ -121,34 +139,41 @@ class EncryptedPartFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Accept plaintext; every full chunk is sealed and written at once."""
         self._check_writable()
-        self.plaintext_bytes += len(data)
+        size = len(data)
+        self.plaintext_bytes += size
         step = self.chunk_size
-        if self._buffer or len(data) < step:
+        buffered = len(self._buffer)
+        if buffered + size < step:
             self._buffer += data
-            if len(self._buffer) < step:
-                return
-            source: bytes | bytearray | memoryview = self._buffer
-        else:
-            # Nothing buffered (the WAV writer hands over its whole buffer at once): seal
-            # straight from the caller's data, with no second plaintext copy of the chunk.
-            source = data
-        full = len(source) - len(source) % step
-        with memoryview(source) as view:
-            records = [self._seal(view[i : i + step], final=False) for i in range(0, full, step)]
-            rest = bytes(view[full:]) if source is data else b""
-        if source is data:
-            self._buffer += rest
-        else:
-            del self._buffer[:full]
-        self._emit(records)
+            return
+        plain, out = _scratch(step)
+        with memoryview(data) as view:
+            offset = 0
+            if buffered:
+                # Top the buffered part up to a chunk, in the scratch plaintext (a view of
+                # _buffer must not be alive when a failed write clears it).
+                offset = step - buffered
+                plain[:buffered] = self._buffer
+                plain[buffered:step] = view[:offset]
+                self._buffer.clear()
+                with memoryview(plain) as chunk:
+                    self._emit([self._seal_into(chunk[:step], out)])
+            # Whole chunks straight from the caller's data: no copy of the plaintext.
+            while size - offset >= step:
+                self._emit([self._seal_into(view[offset : offset + step], out)])
+                offset += step
+            self._buffer += view[offset:]
 
     def flush(self) -> None:
         """Seal the buffered plaintext as a (short) non-final chunk and write it."""
         self._check_writable()
-        if self._buffer:
-            record = self._seal(bytes(self._buffer), final=False)
+        buffered = len(self._buffer)
+        if buffered:
+            plain, out = _scratch(self.chunk_size)
+            plain[:buffered] = self._buffer
             self._buffer.clear()
-            self._emit([record])
+            with memoryview(plain) as chunk:
+                self._emit([self._seal_into(chunk[:buffered], out)])
 
     def publish(self) -> str:
         """Seal the final chunk, fsync and publish under ``path``; returns ``path``.
@@ -187,13 +212,22 @@ class EncryptedPartFile:
         if self._final is not None or self._file.closed:
             raise ValueError("write after publish or close")
 
+    def _seal_into(self, plaintext: memoryview, out: bytearray) -> memoryview:
+        """A non-final chunk's record in the thread's scratch ``out``, valid until the next seal."""
+        index = self._next_index
+        self._next_index += 1  # before sealing: a failed write must not free the nonce
+        aead = new_aead(self.algorithm, self._data_key)
+        if not hasattr(aead, "encrypt_into"):  # cryptography < 42
+            return memoryview(seal_chunk(aead, self._header_bytes, self.header, index, plaintext, False))
+        return seal_chunk_into(aead, self._header_bytes, self.header, index, plaintext, False, out)
+
     def _seal(self, plaintext: bytes | memoryview, final: bool) -> bytes:
         index = self._next_index
         self._next_index += 1  # before sealing: a failed write must not free the nonce
         return seal_chunk(new_aead(self.algorithm, self._data_key), self._header_bytes, self.header, index,
                           plaintext, final)
 
-    def _emit(self, records: list[bytes], *, chunks: bool = True) -> None:
+    def _emit(self, records: list[bytes] | list[memoryview], *, chunks: bool = True) -> None:
         try:
             self._file.write(b"".join(records) if len(records) > 1 else records[0])
         except RecordingWriteError as e:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -48,7 +48,7 @@ class Outbound(Protocol):
     def protect_rtcp(self, packet: bytes) -> bytes: ...
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one object fewer touched per packet (no instance dict)
 class ReceptionCounters:
     """What the sockets saw before the timeline: the receiver's own reasons to drop."""
 
@@ -111,6 +111,11 @@ class StreamMedia:
         self.cname = cname
         self.counters = ReceptionCounters()
         self.recorder: Any = None  # a StreamRecorder once the session's files exist
+        # The recorder's queue, its arrival times and its batch, held here too so that the
+        # packet path touches one object fewer (1,000 streams' objects do not stay in cache).
+        self.queue: list[bytes] | None = None
+        self.arrivals: list[float] = []
+        self.batch = 1
         self._stats: StreamStats | None = None
         self.expected: tuple[str, int] | None = None  # the SDP's address and RTP port
         self.rtp = RTPProtocol(self)
@@ -119,8 +124,10 @@ class StreamMedia:
     def attach(self, recorder: Any, clock_rate: int) -> None:
         self.recorder = recorder
         self._stats = StreamStats(clock_rate)
+        self.queue = None
         if recorder is not None:
             recorder.stats = self._stats
+            self.queue, self.arrivals, self.batch = recorder.queue, recorder.arrivals, recorder.batch
 
     @property
     def stats(self) -> StreamStats | None:
@@ -282,7 +289,7 @@ class StreamMedia:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": f"{self.rtp.source[0]}:{self.rtp.source[1]}" if self.rtp.source else None}
-        out.update(vars(self.counters))
+        out.update(asdict(self.counters))
         if self.stats is not None:
             sources = []
             for ssrc, source in self.stats.sources.items():
@@ -358,15 +365,15 @@ class RTPProtocol(DatagramProtocol):
         if recorder is None:
             counters.before_recording += 1
             return
-        queue = recorder.queue
+        queue = media.queue
         if queue is not None:
             if len(datagram) >= 12 and (datagram[0] == 0x80 or queueable(datagram)):  # 0x80: PLAIN
                 # A header whose parse cannot fail (plain, or with an extension: inline for
                 # the plain one): queued for the recording's settle(), which takes runs of
                 # such packets in one step ([media] packet_batch).
                 queue.append(datagram)
-                recorder.arrivals.append(media.clock.seconds())
-                if len(queue) >= recorder.batch:
+                media.arrivals.append(media.clock.seconds())
+                if len(queue) >= media.batch:
                     recorder.settle()
                 return
             if queue:

@@ -5,6 +5,11 @@ decoders (one per payload type, created from the negotiated codec) and its write
 of a session starts at the session's start (the timeline's origin), so the legs of a call line
 up by sample position.  Write errors are kept, not raised into the packet path: the controller
 polls :attr:`failed` and ends the session cleanly.
+
+With ``[media] packet_batch`` above 1 a G.711 stream's receiver queues its packets here and
+:meth:`StreamRecorder.settle` takes them: runs of consecutive packets in one step each for the
+statistics, the timeline and the file, anything else one by one; the result is what taking
+every packet on arrival gives (``tests/test_runs.py``).
 """
 
 from __future__ import annotations
@@ -169,12 +174,12 @@ class StreamRecorder:
         Called when the queue holds ``batch`` packets and whenever state or time matters:
         counter and statistics reads, RTCP, the flush tick, a re-offer, the stream's end.
         """
-        queue = self.queue
-        if not queue:
+        if not self.queue:
             return
-        arrivals = self.arrivals
-        self.queue = []
-        self.arrivals = []
+        # Copied, then emptied in place: the stream's receiver appends to these very lists.
+        queue, arrivals = self.queue[:], self.arrivals[:]
+        self.queue.clear()
+        self.arrivals.clear()
         count = len(queue)
         fast_pt = self._fast[0]
         index = 0
@@ -186,7 +191,7 @@ class StreamRecorder:
                     if placed:
                         index += placed
                         continue
-                self.take(parse_rtp(queue[index]), arrivals[index])  # plain: cannot fail
+                self.take(parse_rtp(queue[index]), arrivals[index])  # queued: its parse cannot fail
                 index += 1
 
     def take(self, packet: RtpPacket, arrival: float) -> None:

@@ -21,6 +21,7 @@ from siprecd.sip.dialog import new_tag
 from siprecd.sip.headers import canonical_name, split_list
 from siprecd.sip.message import (
     Limits,
+    Message,
     NotSIP,
     Request,
     Response,
@@ -71,20 +72,11 @@ class SIPStack:
             log.failure("unexpected error handling a message from {source}", source=source)
 
     def _receive(self, data: bytes, source: Source) -> None:
-        if not source.reliable and data.strip(b"\r\n\x00 ") == b"":
-            self.counters["keepalives"] += 1  # UDP keep-alive (CRLF or a NUL byte): no answer
+        if is_keepalive(data, source):
+            self.counters["keepalives"] += 1
             return
-        try:
-            message = parse_message(data, limits=self.limits, stream=source.reliable)
-            message.validate()
-        except NotSIP as error:
-            self.counters["not_sip_dropped"] += 1
-            log.info("dropped non-SIP input from {source}: {error}", source=source, error=error)
-            return
-        except BadRequest as error:
-            self.counters["malformed"] += 1
-            log.info("malformed message from {source}: {reason}", source=source, reason=error.reason)
-            self._reject(data, source, error)
+        message = parse_or_reject(data, source, self.limits, self.counters, self._reject)
+        if message is None:
             return
         if isinstance(message, Response):
             self.counters["responses_received"] += 1
@@ -97,19 +89,57 @@ class SIPStack:
         self.layer.request_received(message, source)
 
     def _reject(self, data: bytes, source: Source, error: BadRequest) -> None:
-        response = stateless_error(data, error.code, _phrase(error.reason))
-        if response is None:
-            self.counters["malformed_dropped"] += 1
-            return
-        if source.connection is not None and source.connection.open:
-            source.connection.write_message(response)
-        elif self.transports.udp is not None and source.transport == "UDP":
-            self.transports.udp.send(response, source.host, source.port)
-        else:
+        if not send_rejection(data, source, error, self.transports, self.counters):
             return
         if self.metrics is not None:
             method = data.lstrip(b"\r\n").split(b" ", 1)[0].decode("ascii", "replace")
             self.metrics.sip_response(method, error.code)
+
+
+def is_keepalive(data: bytes, source: Source) -> bool:
+    """A UDP keep-alive (CRLF, or a NUL byte): counted, never answered."""
+    return not source.reliable and data.strip(b"\r\n\x00 ") == b""
+
+
+def parse_or_reject(
+    data: bytes,
+    source: Source,
+    limits: Limits,
+    counters: Counter[str],
+    reject: Callable[[bytes, Source, BadRequest], None],
+) -> Message | None:
+    """The front of every SIP receiver (the stack, and the parent of [service] workers): the
+    parsed and validated message, or None once non-SIP input is dropped or a malformed message
+    handed to ``reject`` (each counted and logged with its source)."""
+    try:
+        message = parse_message(data, limits=limits, stream=source.reliable)
+        message.validate()
+    except NotSIP as error:
+        counters["not_sip_dropped"] += 1
+        log.info("dropped non-SIP input from {source}: {error}", source=source, error=error)
+        return None
+    except BadRequest as error:
+        counters["malformed"] += 1
+        log.info("malformed message from {source}: {reason}", source=source, reason=error.reason)
+        reject(data, source, error)
+        return None
+    return message
+
+
+def send_rejection(data: bytes, source: Source, error: BadRequest, transports: Transports, counters: Counter[str]) -> bool:
+    """Answer a malformed message statelessly where it came from; False when it cannot be
+    answered (counted as malformed_dropped) or there is no way back."""
+    response = stateless_error(data, error.code, _phrase(error.reason))
+    if response is None:
+        counters["malformed_dropped"] += 1
+        return False
+    if source.connection is not None and source.connection.open:
+        source.connection.write_message(response)
+    elif transports.udp is not None and source.transport == "UDP":
+        transports.udp.send(response, source.host, source.port)
+    else:
+        return False
+    return True
 
 
 def stamp_via(request: Request, source: Source) -> None:

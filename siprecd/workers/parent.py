@@ -83,7 +83,11 @@ def make_parent_service(
                 Check("sip_listeners", listeners.unbound),  # the parent's own, beside each worker's
                 Check("recording_directory", lambda: recording_space_problem(config)),
             ]
-            site = build_cluster_site(reactor, config, supervisor, checks=checks)
+            from siprecd.workers.metrics import RouterCollector
+
+            site = build_cluster_site(
+                reactor, config, supervisor, checks=checks, collectors=[RouterCollector(router.counters)]
+            )
             endpoint = TCP4ServerEndpoint(reactor, config.web.port, interface=config.web.bind_address)
             StreamServerEndpointService(endpoint, site).setServiceParent(top)
     ReloadService(reactor, config, lambda: listeners.tls, router.rate_limiter).setServiceParent(top)

@@ -32,12 +32,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from siprecd.errors import BadRequest
-from siprecd.sip.message import Limits, NotSIP, Request, parse_message
+from siprecd.sip.message import Limits, Request
 from siprecd.sip.ratelimit import RateLimiter
 from siprecd.sip.source import Source
-from siprecd.sip.stack import stateless_error
+from siprecd.sip.stack import is_keepalive, parse_or_reject, send_rejection
 from siprecd.sip.transport import StreamFactory, StreamProtocol, Transports
-from siprecd.sip.uas import _phrase
 from siprecd.workers.child import RELAY_FD, One, WorkerRole
 from siprecd.workers.directory import WorkerInfo
 from siprecd.workers.relay import Closed, Frame, FrameDecoder, Hello, Inbound, Outbound, RelayError, encode
@@ -132,25 +131,16 @@ class Router:
             log.failure("unexpected error routing a message from {source}", source=source)
 
     def _receive(self, data: bytes, source: Source) -> None:
-        if not source.reliable and data.strip(b"\r\n\x00 ") == b"":
+        if is_keepalive(data, source):
             self.counters["keepalives"] += 1
             return
         peeked = peek(data)
         if peeked is not None and peeked.call_id is not None:
             self._route(data, source, peeked.call_id, peeked.needs_token)
             return
-        # The rare path: what the quick look could not route gets today's full treatment.
-        try:
-            message = parse_message(data, limits=self.limits, stream=source.reliable)
-            message.validate()
-        except NotSIP as error:
-            self.counters["not_sip_dropped"] += 1
-            log.info("dropped non-SIP input from {source}: {error}", source=source, error=error)
-            return
-        except BadRequest as error:
-            self.counters["malformed"] += 1
-            log.info("malformed message from {source}: {reason}", source=source, reason=error.reason)
-            self._reject(data, source, error)
+        # The rare path: what the quick look could not route gets the stack's full treatment.
+        message = parse_or_reject(data, source, self.limits, self.counters, self._reject)
+        if message is None:
             return
         needs_token = (
             isinstance(message, Request)
@@ -179,13 +169,7 @@ class Router:
         link.send(Inbound(source.transport, source.host, source.port, conn_id, data, rate_ok))
 
     def _reject(self, data: bytes, source: Source, error: BadRequest) -> None:
-        response = stateless_error(data, error.code, _phrase(error.reason))
-        if response is None:
-            self.counters["malformed_dropped"] += 1
-        elif source.connection is not None and source.connection.open:
-            source.connection.write_message(response)
-        elif self.transports.udp is not None and source.transport == "UDP":
-            self.transports.udp.send(response, source.host, source.port)
+        send_rejection(data, source, error, self.transports, self.counters)
 
     # --- outbound --------------------------------------------------------------------------------
 
@@ -405,8 +389,7 @@ class Supervisor(Service):
         self._stopped = defer.Deferred()
         running = [s.process for s in self.states if s.process is not None]
         log.info("stopping {count} worker(s): each drains its calls", count=len(running))
-        # The parent's own counts (not in /metrics, which is the workers'): routed, dropped
-        # while a worker was down, rate-limited, not SIP, malformed, keep-alives.
+        # The parent's own counts (also siprecd_parent_sip_messages_total in /metrics).
         log.info("SIP through the parent so far: {counters}", counters=dict(sorted(self.router.counters.items())))
         for process in running:
             process.signal("TERM")

@@ -40,12 +40,16 @@ class WorkersServer(Server):
         self.sections = sections
         return super().config_text()
 
-    def _listening(self) -> bool:
-        return len(self.up_lines()) >= WORKERS
+    def start(self, timeout: float = 20.0) -> None:
+        self.started_at = len(self.log()) if os.path.exists(self.log_path) else 0  # a restart appends
+        super().start(timeout)
 
-    def up_lines(self) -> list[tuple[int, int]]:
+    def _listening(self) -> bool:
+        return len({i for i, _ in self.up_lines(self.started_at)}) >= WORKERS
+
+    def up_lines(self, since: int = 0) -> list[tuple[int, int]]:
         """(worker index, pid) of every 'is up' line in the parent's log, in order."""
-        return [(int(i), int(p)) for i, p in re.findall(r"worker (\d+) \(pid (\d+)\) is up", self.log())]
+        return [(int(i), int(p)) for i, p in re.findall(r"worker (\d+) \(pid (\d+)\) is up", self.log()[since:])]
 
     def pid_of(self, index: int) -> int:
         return [pid for i, pid in self.up_lines() if i == index][-1]
@@ -174,15 +178,52 @@ class RestartTests(WorkersTestCase):
         time.sleep(0.5)
         self.assertEqual(server.pid_of(1), pids[1])
         self.assertNotIn("worker 1 died", server.log())
-        assert server.process is not None
-        server.process.kill()
-        server.process.wait(10)
-        server.process = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and not zombie(pid) for pid in pids):
-            time.sleep(0.1)
-        self.assertEqual([pid for pid in pids if os.path.exists(f"/proc/{pid}") and not zombie(pid)], [])
+        self.assertEqual(kill_parent(server, pids), [])
         self.assertIn("the parent process is gone", server.worker_logs())
+
+
+    def test_calls_resume_on_their_worker_after_the_parent_is_killed(self) -> None:
+        """crc32(Call-ID) % N does not change across restarts: after kill -9 of the parent (its
+        workers leave at once), the next start's worker of the same index resumes each call from
+        its own state file, on the same ports."""
+        server = self.server()
+        spec = [stream("PCMU", "a", TONE_A, 0.6), stream("PCMU", "b", TONE_B, 0.6)]
+        clients = []
+        for index in range(WORKERS):
+            client = SRCClient(server.sip_port)
+            self.addCleanup(client.close)
+            client.call_id = call_id_for(index)
+            self.assertEqual(client.invite(spec).status, 200)
+            client.send_rtp(spec)
+            clients.append(client)
+        old_pids = [server.pid_of(index) for index in range(WORKERS)]
+        self.assertEqual(kill_parent(server, old_pids), [])
+        server.start(timeout=30)
+        for client in clients:
+            client.send_rtp(spec)  # to the same ports as before
+            self.assertEqual(client.bye().status, 200)
+        self.assertEqual(server.stop(), 0)
+        documents = sessions(server)
+        self.assertEqual(len(documents), 2)
+        for document in documents:
+            self.in_slice(server, document)
+            self.assertEqual((document["end_reason"], len(document["resumptions"])), ("BYE from the SRC", 1))
+            for entry in document["streams"]:
+                self.assertEqual(len(entry["segments"]), 2, entry["segments"])
+
+
+def kill_parent(server: Server, workers: list[int], timeout: float = 10.0) -> list[int]:
+    """kill -9 the parent, then wait for its workers to leave; the workers still running."""
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait(10)
+    server.process = None
+    deadline = time.monotonic() + timeout
+    running = workers
+    while running and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and not zombie(pid)]
+    return running
 
 
 def zombie(pid: int) -> bool:
