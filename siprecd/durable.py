@@ -228,7 +228,8 @@ class DurableWriter:
         self._held = 0
         self.batches = 0
         self.queued = 0  # jobs ever queued, barriers aside (metrics)
-        self.done = 0  # of those, finished (durable or failed)  # batches run so far (a metric, and for tests)
+        self.done = 0  # of those, finished (durable or failed)
+        self.failed = 0  # of those, failed (a .part left for start-up recovery, a file not written)
 
     def replace(self, path: str, data: bytes, *, mode: int = 0o640) -> Deferred[None]:
         """Replace ``path`` with ``data`` atomically and durably (as :func:`atomic_write`)."""
@@ -289,12 +290,14 @@ class DurableWriter:
                 continue
             if errors is None:
                 assert isinstance(outcome, Failure)
+                self.failed += 1
                 job.done.errback(outcome)  # not an OSError: a bug, reported by each waiter
                 continue
             error = next(errors)
             if error is None:
                 job.done.callback(None)
             else:
+                self.failed += 1
                 job.done.errback(Failure(error))
         self._next()
 

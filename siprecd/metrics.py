@@ -121,6 +121,10 @@ HELP = {
         "200s wait for (one that keeps growing: the disk is slower than the calls)."
     ),
     "durable_done": "Session file writes the durable writer thread finished (durable or failed).",
+    "durable_failed": (
+        "Session file writes the durable writer thread could not make durable (ENOSPC, EIO): a "
+        "recording left as .part for start-up recovery, or a session file not written (logged)."
+    ),
     "key_rotations": "Key-encryption keys created by the scheduled key rotation.",
     "state_degraded": (
         "1 while the shared state store (Redis) is unreachable and session state is kept only on "
@@ -329,6 +333,7 @@ class _ComponentCollector(Collector):
         yield GaugeMetricFamily("siprecd_disk_free_bytes", HELP["disk_free"])
         yield CounterMetricFamily("siprecd_durable_writes_queued", HELP["durable_queued"])
         yield CounterMetricFamily("siprecd_durable_writes_done", HELP["durable_done"])
+        yield CounterMetricFamily("siprecd_durable_writes_failed", HELP["durable_failed"])
         yield CounterMetricFamily("siprecd_errors", HELP["errors"])
         yield CounterMetricFamily("siprecd_dtls_handshakes", HELP["dtls_handshakes"])
         yield CounterMetricFamily("siprecd_key_rotations", HELP["key_rotations"])
@@ -376,6 +381,9 @@ class _ComponentCollector(Collector):
                 "siprecd_durable_writes_queued", HELP["durable_queued"], value=controller.durable.queued
             )
             yield CounterMetricFamily("siprecd_durable_writes_done", HELP["durable_done"], value=controller.durable.done)
+            yield CounterMetricFamily(
+                "siprecd_durable_writes_failed", HELP["durable_failed"], value=controller.durable.failed
+            )
         dtls = controller.security.methods.get("dtls-srtp") if controller is not None else None
         if dtls is not None and dtls.handshakes:
             # From the first handshake on: a family that has not moved yet says nothing.

@@ -155,6 +155,7 @@ class DurableWriterTests(TestCase):
         failure = self.failureResultOf(failed, OSError)
         self.assertEqual(failure.value.errno, errno.ENOENT)
         self.assertIsNone(self.successResultOf(fine))
+        self.assertEqual((self.writer.done, self.writer.failed), (2, 1))  # counted for /metrics
 
     def test_unexpected_error_fails_every_job_and_the_writer_goes_on(self) -> None:
         with mock.patch.object(durable, "write_batch", side_effect=RuntimeError("bug")):
@@ -164,6 +165,7 @@ class DurableWriterTests(TestCase):
         later = self.writer.replace(os.path.join(self.dir, "b"), b"2")
         self.pool.step()
         self.assertIsNone(self.successResultOf(later))
+        self.assertEqual(self.writer.failed, 1)
 
     def test_inline_runner_is_synchronous(self) -> None:
         writer = DurableWriter()

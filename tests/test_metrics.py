@@ -160,6 +160,7 @@ class ExpositionTests(MetricsTestCase):
                 "siprecd_disk_free_bytes": "gauge",
                 "siprecd_durable_writes_queued": "counter",
                 "siprecd_durable_writes_done": "counter",
+                "siprecd_durable_writes_failed": "counter",
                 "siprecd_errors": "counter",
             },
         )
@@ -177,6 +178,7 @@ class ExpositionTests(MetricsTestCase):
                 key("siprecd_sessions_active"): 0,
                 key("siprecd_durable_writes_queued_total"): 0,
                 key("siprecd_durable_writes_done_total"): 0,
+                key("siprecd_durable_writes_failed_total"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="not_sip"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="malformed"): 0,
                 key("siprecd_sip_messages_dropped_total", reason="rate_limited"): 0,
