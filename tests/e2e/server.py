@@ -188,6 +188,16 @@ class Server:
     def log(self) -> str:
         return read_text(self.log_path, "(no log)")
 
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The log once it holds ``text`` (or at the timeout): the server writes what it saw of
+        a connection after the peer already noticed, and a loaded machine delays it."""
+        deadline = time.monotonic() + timeout
+        log = self.log()
+        while text not in log and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.log()
+        return log
+
     def stop_cleanly(self, test: TestCase) -> str:
         """Stop the server and fail ``test`` unless it exited cleanly; returns its log."""
         code = self.stop()

@@ -158,6 +158,11 @@ class MetricsEndToEnd(SynchronousTestCase):
         ]
         self.assertEqual(client.invite(streams).status, 200)
         sent = self.send_media(client, streams)
+        # A session file the writer thread cannot make durable: a directory stands where the
+        # INFO's metadata file goes (the rename fails); siprecd_durable_writes_failed counts it.
+        (session_json,) = glob.glob(os.path.join(self.server.recordings, "*", "*", "*", "*", "session.json"))
+        for name in ("metadata-0002.xml", "metadata-0002.xml.enc"):
+            os.mkdir(os.path.join(os.path.dirname(session_json), name))
         client.sip.sendto(
             client._request("INFO", "<recording><not-xml", "application/rs-metadata+xml"), client.server
         )
@@ -218,6 +223,7 @@ class MetricsEndToEnd(SynchronousTestCase):
             self.value(after, "siprecd_sip_messages_dropped", reason="rate_limited"), codes.count(b"503")
         )
         self.assertEqual(self.value(after, "siprecd_errors", kind="metadata"), 1)
+        self.assertEqual(self.value(after, "siprecd_durable_writes_failed"), 1)
         self.assertEqual(self.value(after, "siprecd_key_rotations"), 1)
         self.assertEqual(self.value(after, "siprecd_key_rotation_failures"), 1)
         audio = glob.glob(os.path.join(self.server.recordings, "*", "*", "*", "*", "*.wav.enc"))
